@@ -1,0 +1,94 @@
+# rlhi: one plain GNU Makefile. Objects go to $(BUILD) (default build/).
+#   make            build librlhi.a and the rlhi command
+#   make test       install missing packages, build, run every test
+#   make demo       install missing packages, build, run the end-to-end demo
+#   make asan       build and test with AddressSanitizer + UBSan (build-asan/)
+#   make check-long the slow checks (kept out of `make test`)
+#   make bench      the benchmarks
+#   make fixtures   regenerate tests/fixtures with python3-torch
+#   make GPU=1      also build the optional CUDA kernels (needs nvcc)
+
+BUILD ?= build
+CC ?= cc
+OPT ?= -O2 -march=native
+WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+       -Wvla -Wformat=2
+ifdef WERROR
+WARN += -Werror
+endif
+PKGS = jansson libpcre2-8 sqlite3 zlib libzstd libcurl libmicrohttpd
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE $(PKG_CFLAGS) \
+            -I/usr/include/x86_64-linux-gnu/openblas-openmp
+CFLAGS += -std=c11 $(OPT) -g -fopenmp $(WARN)
+BLASDIR = /usr/lib/x86_64-linux-gnu/openblas-openmp
+LDLIBS += $(PKG_LIBS) -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -lm -lpthread
+LDFLAGS += -fopenmp
+
+ifdef SAN
+CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer \
+          -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+LIB_SRC := $(sort $(wildcard src/*/*.c))
+CLI_SRC := $(sort $(wildcard cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+DEPS_STAMP := $(BUILD)/.deps-ok
+
+.PHONY: all deps test demo asan check-long bench fixtures clean format
+all: $(BUILD)/rlhi $(TEST_BIN)
+
+# Packages first: every object depends on the stamp, so a fresh machine
+# installs them before compiling anything.
+$(DEPS_STAMP): scripts/deps.sh
+	@mkdir -p $(BUILD)
+	@sh scripts/deps.sh
+	@touch $@
+deps: $(DEPS_STAMP)
+
+$(BUILD)/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/librlhi.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/rlhi: $(CLI_OBJ) $(BUILD)/librlhi.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/librlhi.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+test: all
+	@sh tests/run.sh $(BUILD)
+
+check-long: all
+	@RLHI_LONG=1 sh tests/run.sh $(BUILD)
+
+asan:
+	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1" test
+
+demo: $(BUILD)/rlhi
+	$(BUILD)/rlhi demo
+
+bench: $(BUILD)/rlhi
+	$(BUILD)/rlhi bench generate
+
+fixtures:
+	sh scripts/deps.sh --torch
+	/usr/bin/python3 tests/ref/make_fixtures.py tests/fixtures
+
+format:
+	clang-format -i include/rlhi/*.h src/*/*.c src/*/*.h cli/*.c cli/*.h \
+	    tests/*.c tests/*.h
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)

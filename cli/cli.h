@@ -1,0 +1,57 @@
+/* Shared pieces of the `rlhi` command: option parsing, exit codes, output.
+ *
+ * Each subcommand lives in its own file cli/cmd_<name>.c as
+ *     int cmd_<name>(int argc, char **argv);
+ * where argv[0] is the subcommand's name. It returns an exit status:
+ * 0 ok, 1 runtime error, 2 usage error, 3 bad input data.
+ */
+#ifndef RLHI_CLI_H
+#define RLHI_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rlhi/base.h"
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_DATA = 3 };
+
+enum cli_type { CLI_STR, CLI_INT, CLI_I64, CLI_FLOAT, CLI_DOUBLE, CLI_BOOL };
+
+/* One long option "--name". `dst` points to a const char *, int, int64_t,
+ * float, double or bool matching `type`. A CLI_BOOL option takes no value
+ * ("--name"), or an explicit "--name=true|false|1|0". */
+struct cli_opt {
+    const char *name;
+    enum cli_type type;
+    void *dst;
+    const char *help;
+};
+
+/* Parses argv[1..] against `opts` (terminated by a {NULL} entry).
+ * "--name value" and "--name=value" both work; "--config FILE" reads a JSON
+ * object with the same keys first, so that flags on the command line win.
+ * "--help" prints `usage` and the options to stdout and returns -1 (the
+ * caller exits 0). Positional arguments are collected into *pos (may be NULL
+ * when none are allowed). Returns 0, -1 for help, or EXIT_USAGE after
+ * printing the problem. */
+int cli_parse(int argc, char **argv, const struct cli_opt *opts,
+              const char *usage, int *npos, char ***pos);
+
+/* Prints "rlhi: error: <what>: <library message>" to stderr and returns the
+ * exit status that fits the library code (3 for bad data, else 1). */
+int cli_fail(int code, const char *what);
+
+/* Maps a library code to an exit status. */
+int cli_exit_code(int code);
+
+/* Installs the stderr log hook ("rlhi: <level>: <message>") and, on a
+ * terminal, a progress bar. Called once by main. */
+void cli_setup_logging(void);
+
+/* Subcommands. */
+int cmd_generate(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif
