@@ -12,9 +12,11 @@
  * nn.Linear keeps them: (out, in), row-major, so y = W x reads row i of W
  * for output i. All tensors of a model live in one block, in the canonical
  * order that rlhi_model_tensor_list() gives; the named views in struct
- * rlhi_weights point into it. When a file holds fp32 tensors in that
- * layout (llama2.c checkpoints), the block is the read-only mapping of the
- * file; otherwise it is an owned allocation (bf16/fp16 are widened).
+ * rlhi_weights point into it. Hugging Face files are copied into an owned
+ * block (bf16/fp16 widened). llama2.c checkpoints are not copied: the
+ * views point into the read-only mapping of the file, whose grouped layout
+ * is not the canonical order (params_owned false); rlhi_model_own() makes
+ * an owned canonical copy for code that writes weights or uses offsets.
  *
  * Rotary embeddings come in two conventions with the same frequencies
  * theta^(-2i/HS): llama2.c and GGUF rotate interleaved pairs (x[2i],
@@ -110,7 +112,9 @@ int rlhi_model_tensor_list(const struct rlhi_model_config *cfg,
                            size_t *total);
 
 /* Points m->w's views into `params` (laid out as rlhi_model_tensor_list
- * says). Allocates m->w.layers. 0 or RLHI_ENOMEM. */
+ * says) for m->cfg, and sets m->params and m->n_params. Allocates
+ * m->w.layers, freeing a previous one: m must be zeroed or bound before.
+ * Does not change params_owned. 0 or RLHI_ENOMEM. */
 int rlhi_model_bind(struct rlhi_model *m, float *params);
 
 /* Loads a model from `path`:
@@ -131,6 +135,24 @@ int rlhi_model_new(struct rlhi_model **out,
 
 void rlhi_model_free(struct rlhi_model *m);
 
+/* Makes m's parameters an owned, writable block in canonical order, as
+ * training needs: a model loaded from a llama2.c file has read-only views
+ * into the file's mapping, in its grouped layout (params_owned false). The
+ * views move to the copy and the mapping is closed. No-op when owned.
+ * 0 or RLHI_ENOMEM (m unchanged). */
+int rlhi_model_own(struct rlhi_model *m);
+
+/* Saves `m` as a Hugging Face directory `dir` (created if needed):
+ * config.json (LlamaForCausalLM, or Qwen2ForCausalLM when qkv_bias) and
+ * model.safetensors, F32 or, when `bf16`, BF16 rounded to nearest even.
+ * Each file is written atomically. Models with interleaved rotary (llama2.c)
+ * get the rows of q_proj/k_proj (and their biases) permuted to the half-split
+ * convention, as transformers' conversion script does, so the directory
+ * loads back (rope half) with the same outputs and works in transformers.
+ * Errors: RLHI_EIO, RLHI_ENOMEM, with a message naming the file. */
+int rlhi_model_save_hf(const struct rlhi_model *m, const char *dir,
+                       bool bf16);
+
 /* ---- inference ------------------------------------------------------ */
 
 /* One sequence being decoded: its KV cache (L, max_seq, KVH*HS) for keys
@@ -143,8 +165,9 @@ int rlhi_infer_new(struct rlhi_infer **out, const struct rlhi_model *m,
                    int max_seq);
 void rlhi_infer_free(struct rlhi_infer *s);
 
-/* Positions filled so far. */
+/* Positions filled so far, and the most the state can hold. */
 int rlhi_infer_pos(const struct rlhi_infer *s);
+int rlhi_infer_max_seq(const struct rlhi_infer *s);
 /* Forgets every position at or after `pos` (0 resets), so a shared prefix
  * can be kept and the rest recomputed. */
 void rlhi_infer_truncate(struct rlhi_infer *s, int pos);
@@ -159,5 +182,13 @@ int rlhi_infer_copy(struct rlhi_infer *dst, const struct rlhi_infer *src);
  * for a token id outside the vocabulary. */
 int rlhi_infer_forward(struct rlhi_infer *s, const int32_t *tokens, int n,
                        float *logits, bool all_logits);
+
+/* One decoding step for `nseq` distinct states of the same model: token
+ * tokens[i] runs at the next position of seqs[i], and its (V) logits go to
+ * row i of `logits` (nseq, V). All sequences share each pass over the
+ * weights, which is what makes N-candidate sampling and server batching
+ * cheap. Errors as rlhi_infer_forward(); on error no state advances. */
+int rlhi_infer_forward_batch(struct rlhi_infer **seqs, int nseq,
+                             const int32_t *tokens, float *logits);
 
 #endif

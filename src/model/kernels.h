@@ -1,0 +1,21 @@
+/* Matrix kernels shared by the forward and backward passes. Internal. */
+#ifndef RLHI_MODEL_KERNELS_H
+#define RLHI_MODEL_KERNELS_H
+
+#include <stdbool.h>
+
+/* y (n, out) = x (n, in) . W (out, in)^T, overwriting y. Uses BLAS unless
+ * the environment says RLHI_KERNELS=ref (or rlhi__kernels_use_ref(true)),
+ * in which case the plain loop below runs. */
+void rlhi__matmul(float *y, const float *x, const float *W, int n, int in,
+                  int out);
+
+/* The plain loop: for each output, a float sum over `in` in index order,
+ * exactly as llama2.c's run.c computes it. */
+void rlhi__matmul_ref(float *y, const float *x, const float *W, int n,
+                      int in, int out);
+
+/* Forces the reference kernels on or off (tests). */
+void rlhi__kernels_use_ref(bool on);
+
+#endif
