@@ -16,14 +16,16 @@ WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 ifdef WERROR
 WARN += -Werror
 endif
-PKGS = jansson libpcre2-8 sqlite3 zlib libzstd libcurl libmicrohttpd
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE $(PKG_CFLAGS) \
+# Libraries are named directly rather than through pkg-config: make reads
+# this file before scripts/deps.sh has installed anything on a fresh
+# machine, and a pkg-config query made then would come back empty.
+BLASDIR = /usr/lib/x86_64-linux-gnu/openblas-openmp
+CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE  \
             -I/usr/include/x86_64-linux-gnu/openblas-openmp
 CFLAGS += -std=c11 $(OPT) -g -fopenmp $(WARN)
-BLASDIR = /usr/lib/x86_64-linux-gnu/openblas-openmp
-LDLIBS += $(PKG_LIBS) -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -lm -lpthread
+LDLIBS += -ljansson -lpcre2-8 -lsqlite3 -lz -lzstd -lcurl -lmicrohttpd \
+          -lutf8proc -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -lm \
+          -lpthread
 LDFLAGS += -fopenmp
 
 ifdef SAN

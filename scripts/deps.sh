@@ -5,7 +5,7 @@
 set -e
 PKGS="build-essential pkg-config libjansson-dev libopenblas-openmp-dev \
 libpcre2-dev libsqlite3-dev sqlite3 zlib1g-dev libzstd-dev \
-libcurl4-openssl-dev libmicrohttpd-dev"
+libcurl4-openssl-dev libmicrohttpd-dev libutf8proc-dev"
 # python3-torch is only used to regenerate committed reference fixtures and
 # by the benchmarks' PyTorch comparison: `scripts/deps.sh --torch` adds it.
 if [ "$1" = "--torch" ]; then PKGS="$PKGS python3-torch python3-numpy"; fi
