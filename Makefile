@@ -85,6 +85,7 @@ bench: $(BUILD)/rlhi
 fixtures:
 	sh scripts/deps.sh --torch
 	/usr/bin/python3 tests/ref/make_fixtures.py tests/fixtures
+	/usr/bin/python3 tests/ref/train_ref.py tests/fixtures/train
 
 format:
 	clang-format -i include/rlhi/*.h src/*/*.c src/*/*.h cli/*.c cli/*.h \

@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "rlhi/model.h"
+#include "rlhi/train.h"
 
 /* The 124.7M-parameter Llama shape that DESIGN.md's reference figures
  * (llama.cpp, PyTorch) were measured on. */
@@ -144,17 +145,70 @@ out:
     return result;
 }
 
+static int bench_train(int argc, char **argv)
+{
+    struct rlhi_bench_train_result res;
+    int B = 4, T = 64, steps = 3, r;
+    bool no_torch = false;
+    const struct cli_opt opts[] = {
+        {"batch", CLI_INT, &B, "rows per step (4)"},
+        {"seq_len", CLI_INT, &T, "tokens per row (64)"},
+        {"steps", CLI_INT, &steps, "timed steps after one warm-up (3)"},
+        {"no_torch", CLI_BOOL, &no_torch, "skip the PyTorch comparison"},
+        {NULL, 0, NULL, NULL},
+    };
+
+    r = cli_parse(argc, argv, opts,
+                  "usage: rlhi bench train [options]\n\n"
+                  "One training step (forward, loss, backward, AdamW) of the "
+                  "124.7M Llama\nshape with random weights, and the same "
+                  "step in PyTorch fp32 when\n/usr/bin/python3 has torch.",
+                  NULL, NULL);
+    if (r)
+        return r < 0 ? EXIT_OK : r;
+    if (B < 1 || T < 1 || steps < 1) {
+        fprintf(stderr, "rlhi: error: --batch, --seq_len and --steps must "
+                        "be positive\n");
+        return EXIT_USAGE;
+    }
+    r = rlhi_bench_train(B, T, steps, !no_torch, &res);
+    if (r)
+        return cli_fail(r, "bench train");
+    printf("model: %.1fM parameters, fp32, %d threads, batch %d x %d\n",
+           (double)res.n_params / 1e6, res.threads, B, T);
+    printf("train step: %.1f ms (forward+loss %.1f, backward %.1f, AdamW "
+           "%.1f), cpu %.1f ms\n", res.ms_per_step, res.ms_forward,
+           res.ms_backward, res.ms_optim, res.cpu_ms);
+    printf("throughput: %.1f tokens/s, %.1f GFLOP/s\n", res.tokens_per_s,
+           res.gflops);
+    printf("peak memory: %.0f MiB\n", res.peak_rss_mib);
+    if (res.torch_ms > 0)
+        printf("PyTorch fp32, same step: %.1f ms (cpu %.1f ms); rlhi is "
+               "%.2fx its speed\n", res.torch_ms, res.torch_cpu_ms,
+               res.torch_ms / res.ms_per_step);
+    else
+        printf("PyTorch: not run (no /usr/bin/python3 with torch; "
+               "scripts/deps.sh --torch installs it)\n");
+    printf("reference on the design machine (DESIGN.md): llm.c 5.65 s, "
+           "PyTorch fp32 1.50 s, bf16 autocast 0.87 s (GPT-2 124M)\n");
+    return EXIT_OK;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
         printf("usage: rlhi bench <what> [options]\n\n"
-               "  generate   prompt-processing and decode tokens/s\n");
+               "  generate   prompt-processing and decode tokens/s\n"
+               "  serve      rlhi serve requests/s and tokens/s at 1, 4, "
+               "16 clients\n");
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
     if (!strcmp(argv[1], "serve"))
         return cmd_bench_serve(argc - 1, argv + 1);
     if (!strcmp(argv[1], "generate"))
         return bench_generate(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "train"))
+        return bench_train(argc - 1, argv + 1);
     fprintf(stderr, "rlhi: error: unknown benchmark '%s'\n", argv[1]);
     return EXIT_USAGE;
 }
