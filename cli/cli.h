@@ -51,7 +51,26 @@ void cli_setup_logging(void);
 /* Subcommands. */
 int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_tokenizer(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_bench_serve(int argc, char **argv);
+int cmd_sim(int argc, char **argv);
+int cmd_ingest(int argc, char **argv);
+int cmd_feedback(int argc, char **argv);
+int cmd_persona(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_pairs(int argc, char **argv);
+int cmd_pairs_export(int argc, char **argv);
+/* Model-backed feedback/persona stages (cmd_pairs.c): cmd_feedback and
+ * cmd_persona hand over when cli_backend_is_model(argc, argv). */
+bool cli_backend_is_model(int argc, char **argv);
+int cmd_llm_stage(int argc, char **argv);
+int cmd_sft(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_dpo(int argc, char **argv);
+int cmd_reward(int argc, char **argv);
 
 #endif

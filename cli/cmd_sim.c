@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "rlhi/demo.h"
 #include "rlhi/jsonl.h"
 #include "rlhi/sim.h"
 
@@ -449,6 +450,57 @@ static int sim_answer(int argc, char **argv)
     return r ? cli_fail(r, "sim answer") : EXIT_OK;
 }
 
+/* rlhi sim interact: the world's users chat with a real model. */
+static int sim_interact(int argc, char **argv)
+{
+    struct rlhi_sim_config c;
+    struct rlhi_sim_stats st;
+    const char *model = NULL, *out = NULL;
+    int64_t seed = 1;
+    double temperature = 0.7;
+    int r;
+    struct cli_opt opts[] = {
+        {"model", CLI_STR, &model, "model directory (required)"},
+        {"out", CLI_STR, &out, "output directory (required)"},
+        {"users", CLI_INT, &c.n_users, "number of users (200)"},
+        {"seed", CLI_I64, &seed, "random seed (1)"},
+        {"heldout", CLI_INT, &c.heldout_per_user,
+         "held-out requests per user (2)"},
+        {"max_turns", CLI_INT, &c.beh.max_user_turns,
+         "user turns per conversation at most (6)"},
+        {"temperature", CLI_DOUBLE, &temperature,
+         "sampling temperature of the model (0.7)"},
+        {NULL, 0, NULL, NULL},
+    };
+
+    rlhi_sim_config_default(&c);
+    r = cli_parse(argc, argv, opts,
+                  "usage: rlhi sim interact --model DIR --out DIR [--users N]"
+                  " [--seed S]\nSimulated users chat with a real model "
+                  "(on-policy logs); writes the same files\nas 'rlhi sim "
+                  "world'. Sampling is seeded per turn.",
+                  NULL, NULL);
+    if (r)
+        return r < 0 ? EXIT_OK : r;
+    if (!model || !out || temperature < 0) {
+        fprintf(stderr, "rlhi: error: sim interact needs --model and --out"
+                        " (and a temperature >= 0)\n");
+        return EXIT_USAGE;
+    }
+    c.seed = (uint64_t)seed;
+    c.model_name = model;
+    r = rlhi_demo_interact(model, &c, (float)temperature, out, &st);
+    if (r)
+        return cli_fail(r, "sim interact");
+    printf("simulated users with model '%s': %ld users, %ld conversations, "
+           "%ld user turns, %.1f s\n", model, st.users, st.conversations,
+           st.user_turns, st.seconds);
+    printf("follow-up user turns: %ld, dissatisfied (feedback) %.1f%% "
+           "[simulated]\n", st.followups,
+           st.followups ? 100.0 * st.dissatisfied / st.followups : 0.0);
+    return EXIT_OK;
+}
+
 int cmd_sim(int argc, char **argv)
 {
     static const struct {
@@ -461,6 +513,7 @@ int cmd_sim(int argc, char **argv)
         {"judge", sim_judge, "win rate of answers A over B (simulated)"},
         {"style", sim_style, "read the style of texts (JSONL on stdin)"},
         {"answer", sim_answer, "scripted answers to held-out requests"},
+        {"interact", sim_interact, "simulated users chat with a model"},
     };
     size_t i;
 
@@ -472,7 +525,8 @@ int cmd_sim(int argc, char **argv)
         fprintf(stderr, "rlhi: error: unknown sim command '%s'\n", argv[1]);
     fprintf(argc >= 2 && (!strcmp(argv[1], "--help") ||
                           !strcmp(argv[1], "-h")) ? stdout : stderr,
-            "usage: rlhi sim <world|corpus|judge|style|answer> [options]\n"
+            "usage: rlhi sim <world|corpus|judge|style|answer|interact> "
+            "[options]\n"
             "The simulated chat world (docs/SIMULATION.md); results from "
             "it are simulated.\n");
     for (i = 0; i < sizeof subs / sizeof *subs; i++)

@@ -13,8 +13,21 @@ struct command {
 static const struct command commands[] = {
     {"generate", cmd_generate, "generate text from a model"},
     {"tokenize", cmd_tokenize, "text to token ids and back (JSONL)"},
+    {"tokenizer", cmd_tokenizer, "train a byte-level BPE tokenizer"},
     {"score", cmd_score, "log-probabilities of given text under a model"},
     {"bench", cmd_bench, "benchmarks: generate"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server"},
+    {"sim", cmd_sim, "the simulated chat world (users, judge, corpus)"},
+    {"ingest", cmd_ingest, "load chat logs (WildChat JSONL) into a store"},
+    {"feedback", cmd_feedback, "label follow-up turns (feedback detection)"},
+    {"persona", cmd_persona, "derive per-user personas from their history"},
+    {"export", cmd_export, "store contents as JSONL (feedback, personas)"},
+    {"pairs", cmd_pairs, "preference pairs: rewrite, rank, filter, export"},
+    {"sft", cmd_sft, "supervised fine-tuning on chat JSONL"},
+    {"eval", cmd_eval, "evaluation: simulated judge, reasoning sets, LLM judge"},
+    {"demo", cmd_demo, "RLHI end to end in the simulated world (make demo)"},
+    {"dpo", cmd_dpo, "persona-conditioned DPO on preference pairs"},
+    {"reward", cmd_reward, "train or apply a reward model"},
     {NULL, NULL, NULL},
 };
 
