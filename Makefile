@@ -43,6 +43,8 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 DEPS_STAMP := $(BUILD)/.deps-ok
 
 .PHONY: all deps test demo asan check-long bench fixtures clean format
+# Keep the test objects: they are intermediate files to make otherwise.
+.SECONDARY:
 all: $(BUILD)/rlhi $(TEST_BIN)
 
 # Packages first: every object depends on the stamp, so a fresh machine

@@ -199,6 +199,8 @@ int cmd_bench(int argc, char **argv)
     if (argc < 2 || !strcmp(argv[1], "--help")) {
         printf("usage: rlhi bench <what> [options]\n\n"
                "  generate   prompt-processing and decode tokens/s\n"
+               "  train      one training step of the 124.7M shape\n"
+               "  ingest     MB/s of rlhi ingest against a Python script\n"
                "  serve      rlhi serve requests/s and tokens/s at 1, 4, "
                "16 clients\n");
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
@@ -207,6 +209,8 @@ int cmd_bench(int argc, char **argv)
         return cmd_bench_serve(argc - 1, argv + 1);
     if (!strcmp(argv[1], "generate"))
         return bench_generate(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "ingest"))
+        return bench_ingest(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train"))
         return bench_train(argc - 1, argv + 1);
     fprintf(stderr, "rlhi: error: unknown benchmark '%s'\n", argv[1]);
