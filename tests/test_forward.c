@@ -89,6 +89,12 @@ static void check_model_consistency(const char *label,
     CHECK_OK(rlhi_infer_forward(s, toks + 12, 8, one, false));
     CHECK_NEAR(max_abs_diff(one, all + (size_t)19 * V, V), 0, 1e-4, 0);
 
+    /* A long chunk after a kept prefix takes the blocked attention path
+     * (16 rows or more) with a non-zero start position. */
+    rlhi_infer_truncate(s, 2);
+    CHECK_OK(rlhi_infer_forward(s, toks + 2, 18, one, false));
+    CHECK_NEAR(max_abs_diff(one, all + (size_t)19 * V, V), 0, 1e-4, 0);
+
     /* Three copies of a 10-token prefix decoded as a batch, each with its
      * own next token, equal single runs. */
     rlhi_infer_truncate(s, 10);

@@ -23,6 +23,7 @@
  * greedy outputs are reproduced exactly; the matrix products go through
  * BLAS, or through the plain loop in kernels.c when RLHI_KERNELS=ref.
  */
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -37,6 +38,11 @@
  * threads on a loaded machine). */
 #define PAR_MIN_WORK 65536.0
 
+/* Prompt chunks of at least this many tokens use blocked (BLAS) attention;
+ * shorter ones, and decoding, the per-row loop, whose arithmetic follows
+ * run.c. 16 rows is where the matrix products start to pay. */
+#define BLOCK_MIN_ROWS 16
+
 struct rlhi_infer {
     const struct rlhi_model *m;
     int max_seq;
@@ -50,6 +56,8 @@ struct rlhi_infer {
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2; /* (R, ...) */
     float *scores;  /* (threads, cap_scores) attention weights */
     int cap_scores;
+    float *blk;     /* (NH, R, ctx) score matrices of blocked attention */
+    size_t cap_blk;
     int n_threads;
 };
 
@@ -157,6 +165,7 @@ void rlhi_infer_free(struct rlhi_infer *s)
     rlhi_free(s->rope_cos);
     rlhi_free(s->rope_sin);
     rlhi_free(s->scores);
+    rlhi_free(s->blk);
     rlhi_free(s);
 }
 
@@ -288,12 +297,56 @@ static void attend(float *out, const float *q, const float *kc,
     }
 }
 
+/* Attention for `n` consecutive positions p0..p0+n-1 of one sequence (a
+ * prompt chunk), one head at a time as two matrix products:
+ *     S = Q_h K_g^T / sqrt(HS)   (n, ctx), causal: row i sees 0..p0+i
+ *     att_h = softmax(S) V_g     (n, HS)
+ * where g is the head's kv group and ctx = p0 + n. Same mathematics as
+ * attend(), with BLAS doing the sums, which is what makes long prompts
+ * fast: the per-row loop spends most of a prefill in scalar dot
+ * products. `S` is (NH, n, ctx) scratch. */
+static void attend_block(float *att, const float *q, const float *kc,
+                         const float *vc, int p0, int n, int NH, int group,
+                         int HS, int KVD, float *S)
+{
+    const int QD = NH * HS, ctx = p0 + n;
+    const float scale = 1.0f / sqrtf((float)HS);
+
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int h = 0; h < NH; h++) {
+        const int g = h / group;
+        float *sh = S + (size_t)h * n * ctx;
+
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, ctx, HS,
+                    scale, q + h * HS, QD, kc + g * HS, KVD, 0.0f, sh, ctx);
+        for (int i = 0; i < n; i++) {
+            float *row = sh + (size_t)i * ctx, max, sum = 0.0f;
+            int t, last = p0 + i;
+
+            max = row[0];
+            for (t = 1; t <= last; t++)
+                if (row[t] > max)
+                    max = row[t];
+            for (t = 0; t <= last; t++) {
+                row[t] = expf(row[t] - max);
+                sum += row[t];
+            }
+            for (t = 0; t <= last; t++)
+                row[t] /= sum;
+            for (; t < ctx; t++)
+                row[t] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HS, ctx,
+                    1.0f, sh, ctx, vc + g * HS, KVD, 0.0f, att + h * HS, QD);
+    }
+}
+
 /* Runs `n` rows through the model, using the scratch of `sc`. Logits of
  * the rows whose index is in `logit_rows` (nl of them) go to `logits`
  * (nl, V) in that order. */
 static int forward_rows(struct rlhi_infer *sc, const struct row *rows,
                         const int32_t *tok, int n, float *logits,
-                        const int *logit_rows, int nl)
+                        const int *logit_rows, int nl, bool block)
 {
     const struct rlhi_model *m = sc->m;
     const struct rlhi_model_config *c = &m->cfg;
@@ -311,6 +364,19 @@ static int forward_rows(struct rlhi_infer *sc, const struct row *rows,
         if (rows[r].pos + 1 > j)
             j = rows[r].pos + 1;
     attn_work = (double)n * NH * j * HS;
+    if (block) {
+        size_t need = (size_t)NH * n * j;
+
+        if (need > sc->cap_blk) {
+            float *p = rlhi_realloc(sc->blk, need * sizeof(float));
+
+            if (!p)
+                return rlhi_err(RLHI_ENOMEM, "cannot allocate attention "
+                                "scores for %d tokens", n);
+            sc->blk = p;
+            sc->cap_blk = need;
+        }
+    }
     if (j > sc->cap_scores) {
         float *p = rlhi_realloc(sc->scores, (size_t)sc->n_threads * j *
                                                 sizeof(float));
@@ -359,6 +425,13 @@ static int forward_rows(struct rlhi_infer *sc, const struct row *rows,
             memcpy(s->v_cache + at, sc->v + (size_t)r * KVD,
                    KVD * sizeof(float));
         }
+        if (block) {
+            size_t base = (size_t)l * sc->max_seq * KVD;
+
+            attend_block(sc->att, sc->q, sc->k_cache + base,
+                         sc->v_cache + base, rows[0].pos, n, NH, group, HS,
+                         KVD, sc->blk);
+        } else {
 #pragma omp parallel for schedule(dynamic, 1) if (attn_work > PAR_MIN_WORK)
         for (int rh = 0; rh < n * NH; rh++) {
             int rr = rh / NH, h = rh % NH;
@@ -369,6 +442,7 @@ static int forward_rows(struct rlhi_infer *sc, const struct row *rows,
                    sc->q + (size_t)rr * QD + h * HS, s->k_cache + base,
                    s->v_cache + base, rows[rr].pos + 1, KVD, HS,
                    sc->scores + (size_t)omp_get_thread_num() * sc->cap_scores);
+        }
         }
         rlhi__matmul(sc->xb, sc->att, w->wo, n, QD, C);
         for (j = 0; j < n * C; j++)
@@ -426,7 +500,7 @@ int rlhi_infer_forward(struct rlhi_infer *s, const int32_t *tokens, int n,
     }
     nl = all_logits ? n : 1;
     err = forward_rows(s, rows, tokens, n, logits, all_logits ? lr : lr + n - 1,
-                       nl);
+                       nl, n >= BLOCK_MIN_ROWS && !rlhi__kernels_ref());
     if (!err)
         s->pos += n;
     rlhi_free(rows);
@@ -462,7 +536,7 @@ int rlhi_infer_forward_batch(struct rlhi_infer **seqs, int nseq,
         rows[i].pos = seqs[i]->pos;
         lr[i] = i;
     }
-    err = forward_rows(seqs[0], rows, tokens, nseq, logits, lr, nseq);
+    err = forward_rows(seqs[0], rows, tokens, nseq, logits, lr, nseq, false);
     if (!err)
         for (i = 0; i < nseq; i++)
             seqs[i]->pos++;

@@ -31,15 +31,20 @@ void rlhi__matmul_ref(float *y, const float *x, const float *W, int n,
         }
 }
 
-void rlhi__matmul(float *y, const float *x, const float *W, int n, int in,
-                  int out)
+bool rlhi__kernels_ref(void)
 {
     if (use_ref < 0) {
         const char *e = getenv("RLHI_KERNELS");
 
         use_ref = e && !strcmp(e, "ref");
     }
-    if (use_ref) {
+    return use_ref;
+}
+
+void rlhi__matmul(float *y, const float *x, const float *W, int n, int in,
+                  int out)
+{
+    if (rlhi__kernels_ref()) {
         rlhi__matmul_ref(y, x, W, n, in, out);
         return;
     }

@@ -18,4 +18,7 @@ void rlhi__matmul_ref(float *y, const float *x, const float *W, int n,
 /* Forces the reference kernels on or off (tests). */
 void rlhi__kernels_use_ref(bool on);
 
+/* True when the reference kernels are in use. */
+bool rlhi__kernels_ref(void);
+
 #endif
