@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "rlhi/dpo.h"
 #include "rlhi/model.h"
 #include "rlhi/train.h"
 
@@ -194,12 +195,68 @@ static int bench_train(int argc, char **argv)
     return EXIT_OK;
 }
 
+static int bench_dpo(int argc, char **argv)
+{
+    struct rlhi_bench_dpo_result res;
+    int pairs = 2, T = 256, steps = 2, r;
+    bool no_torch = false;
+    const struct cli_opt opts[] = {
+        {"pairs", CLI_INT, &pairs, "preference pairs per step (2)"},
+        {"seq_len", CLI_INT, &T, "tokens per pair: prompt + answer (256)"},
+        {"steps", CLI_INT, &steps, "timed steps after one warm-up (2)"},
+        {"no_torch", CLI_BOOL, &no_torch, "skip the PyTorch comparison"},
+        {NULL, 0, NULL, NULL},
+    };
+
+    r = cli_parse(argc, argv, opts,
+                  "usage: rlhi bench dpo [options]\n\n"
+                  "One DPO step of the 124.7M Llama shape (reference "
+                  "forward, policy\nforward + backward on chosen and "
+                  "rejected, AdamW), with the prompt\nshared and with two "
+                  "rows per pair, and the same step in PyTorch fp32.",
+                  NULL, NULL);
+    if (r)
+        return r < 0 ? EXIT_OK : r;
+    if (pairs < 1 || T < 4 || steps < 1) {
+        fprintf(stderr, "rlhi: error: --pairs and --steps must be positive "
+                        "and --seq_len at least 4\n");
+        return EXIT_USAGE;
+    }
+    r = rlhi_bench_dpo(pairs, T, steps, !no_torch, &res);
+    if (r)
+        return cli_fail(r, "bench dpo");
+    printf("DPO step, 124.7M shape, %d pairs x %d tokens, fp32, %d "
+           "threads\n", pairs, T, res.threads);
+    printf("shared prompt: %.1f ms (cpu %.1f ms), %lld tokens run; "
+           "reference forward %.1f ms\n", res.ms_step, res.cpu_ms_step,
+           (long long)res.tokens_share, res.ms_ref);
+    printf("two rows per pair: %.1f ms (cpu %.1f ms), %lld tokens run\n",
+           res.ms_step_noshare, res.cpu_ms_noshare,
+           (long long)res.tokens_noshare);
+    printf("prefix sharing saves %.0f%% of tokens and %.0f%% of time\n",
+           100.0 * (1.0 - (double)res.tokens_share /
+                              (double)res.tokens_noshare),
+           100.0 * (1.0 - res.ms_step / res.ms_step_noshare));
+    printf("peak memory: %.0f MiB\n", res.peak_rss_mib);
+    if (res.torch_ms > 0)
+        printf("PyTorch fp32 (prompt twice, reference in memory): %.1f ms "
+               "(cpu %.1f ms); rlhi is %.2fx its speed\n", res.torch_ms,
+               res.torch_cpu_ms, res.torch_ms / res.ms_step);
+    else
+        printf("PyTorch: not run (no /usr/bin/python3 with torch; "
+               "scripts/deps.sh --torch installs it)\n");
+    printf("reference on the design machine (DESIGN.md): PyTorch fp32 "
+           "5.14 s, bf16 autocast 2.46 s\n");
+    return EXIT_OK;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
         printf("usage: rlhi bench <what> [options]\n\n"
                "  generate   prompt-processing and decode tokens/s\n"
                "  train      one training step of the 124.7M shape\n"
+               "  dpo        one DPO step of the 124.7M shape\n"
                "  ingest     MB/s of rlhi ingest against a Python script\n"
                "  serve      rlhi serve requests/s and tokens/s at 1, 4, "
                "16 clients\n");
@@ -211,6 +268,8 @@ int cmd_bench(int argc, char **argv)
         return bench_generate(argc - 1, argv + 1);
     if (!strcmp(argv[1], "ingest"))
         return bench_ingest(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "dpo"))
+        return bench_dpo(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train"))
         return bench_train(argc - 1, argv + 1);
     fprintf(stderr, "rlhi: error: unknown benchmark '%s'\n", argv[1]);

@@ -83,6 +83,9 @@ struct rlhi_train {
     int32_t *pos;             /* (N) rotary positions */
     int32_t *start;           /* (N) first row index of each token's
                                * segment within its sequence */
+    int32_t *pre;             /* (N) columns [0, pre) of its sequence a
+                               * token also attends to (prefix sharing;
+                               * 0: none) */
 
     float *scratch;           /* the scratch block */
     float *hb;                /* (N, F) silu(gate) * up */
@@ -118,6 +121,18 @@ void rlhi_train_zero_grad(struct rlhi_train *t);
  * in t->out and zeros in t->d_out. RLHI_EINVAL for a shape above capacity
  * or a token outside the vocabulary (naming row and column). */
 int rlhi_train_forward(struct rlhi_train *t, const struct rlhi_batch *b);
+
+/* rlhi_train_forward() with prefix sharing: when `prefix` (B, T) is not
+ * NULL, token (b, t) also attends to columns [0, prefix[b*T+t]) of its row
+ * besides its own segment, so several segments can branch from one shared
+ * prefix computed once (DPO: the rejected answer reads the prompt laid
+ * out before the chosen one; give it positions that continue the
+ * prefix). prefix <= the column where the token's segment starts;
+ * otherwise RLHI_EINVAL naming row and column. The backward pass follows
+ * the same attention pattern. */
+#define RLHI_TRAIN_HAS_PREFIX 1
+int rlhi_train_forward_prefix(struct rlhi_train *t, const struct rlhi_batch *b,
+                              const int32_t *prefix);
 
 /* Writes the (N, V) logits of the last forward into `logits`. */
 void rlhi_train_logits(struct rlhi_train *t, float *logits);

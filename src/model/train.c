@@ -144,9 +144,24 @@ static inline float dot8(const float *a, const float *b, int n)
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+/* Key columns of a query at column t: [0, p0), a shared prefix (p0 = 0
+ * when none), then [s0, t], its own segment up to itself. */
+#define KEY_FIRST(p0, s0) ((p0) > 0 ? 0 : (s0))
+#define KEY_NEXT(s, p0, s0) ((s) + 1 == (p0) ? (s0) : (s) + 1)
+
 void rlhi__attn_fwd(float *y, float *lse, const float *q, const float *k,
                     const float *v, const int32_t *start, int B, int T,
                     int NH, int KVH, int HS, float *scratch, int nthr)
+{
+    rlhi__attn_fwd_prefix(y, lse, q, k, v, start, NULL, B, T, NH, KVH, HS,
+                          scratch, nthr);
+}
+
+void rlhi__attn_fwd_prefix(float *y, float *lse, const float *q,
+                           const float *k, const float *v,
+                           const int32_t *start, const int32_t *prefix,
+                           int B, int T, int NH, int KVH, int HS,
+                           float *scratch, int nthr)
 {
     const int QD = NH * HS, KVD = KVH * HS, group = NH / KVH;
     const float scale = sqrtf((float)HS);
@@ -163,19 +178,19 @@ void rlhi__attn_fwd(float *y, float *lse, const float *q, const float *k,
         float *sc = scratch + (size_t)omp_get_thread_num() * T;
         float *yr = y + r * QD + (size_t)h * HS;
         float max = -INFINITY, sum = 0.0f;
-        int s, i, s0 = start[r];
+        int s, i, s0 = start[r], p0 = prefix ? prefix[r] : 0;
 
-        for (s = s0; s <= t; s++) {
+        for (s = KEY_FIRST(p0, s0); s <= t; s = KEY_NEXT(s, p0, s0)) {
             sc[s] = dot8(qr, kb + (size_t)s * KVD, HS) / scale;
             if (sc[s] > max)
                 max = sc[s];
         }
-        for (s = s0; s <= t; s++) {
+        for (s = KEY_FIRST(p0, s0); s <= t; s = KEY_NEXT(s, p0, s0)) {
             sc[s] = expf(sc[s] - max);
             sum += sc[s];
         }
         memset(yr, 0, (size_t)HS * sizeof(float));
-        for (s = s0; s <= t; s++) {
+        for (s = KEY_FIRST(p0, s0); s <= t; s = KEY_NEXT(s, p0, s0)) {
             const float *vs = vb + (size_t)s * KVD;
             float a = sc[s] / sum;
 
@@ -191,6 +206,17 @@ void rlhi__attn_bwd(float *dq, float *dk, float *dv, const float *dy,
                     const float *y, const float *lse, const int32_t *start,
                     int B, int T, int NH, int KVH, int HS, float *scratch,
                     int nthr)
+{
+    rlhi__attn_bwd_prefix(dq, dk, dv, dy, q, k, v, y, lse, start, NULL, B,
+                          T, NH, KVH, HS, scratch, nthr);
+}
+
+void rlhi__attn_bwd_prefix(float *dq, float *dk, float *dv, const float *dy,
+                           const float *q, const float *k, const float *v,
+                           const float *y, const float *lse,
+                           const int32_t *start, const int32_t *prefix,
+                           int B, int T, int NH, int KVH, int HS,
+                           float *scratch, int nthr)
 {
     const int QD = NH * HS, KVD = KVH * HS, group = NH / KVH;
     const float scale = sqrtf((float)HS);
@@ -219,12 +245,12 @@ void rlhi__attn_bwd(float *dq, float *dk, float *dv, const float *dy,
                 const float *yr = y + r * QD + (size_t)h * HS;
                 float *dqr = dq + r * QD + (size_t)h * HS;
                 float l = lse[r * NH + h], D = 0.0f;
-                int s, i, s0 = start[r];
+                int s, i, s0 = start[r], p0 = prefix ? prefix[r] : 0;
 
                 /* D = sum_s p_s (dy . v_s) = dy . y */
                 D = dot8(dyr, yr, HS);
                 memset(dqr, 0, (size_t)HS * sizeof(float));
-                for (s = s0; s <= t; s++) {
+                for (s = KEY_FIRST(p0, s0); s <= t; s = KEY_NEXT(s, p0, s0)) {
                     const float *ks = k + kvoff + (size_t)s * KVD;
                     const float *vs = v + kvoff + (size_t)s * KVD;
                     float *dks = dk + kvoff + (size_t)s * KVD;
@@ -491,6 +517,7 @@ void rlhi_train_free(struct rlhi_train *t)
     rlhi_free(t->layer);
     rlhi_free(t->acts);
     rlhi_free(t->scratch);
+    rlhi_free(t->pre);
     rlhi_free(t);
 }
 
@@ -529,6 +556,12 @@ static void add_into(float *y, const float *x, size_t n)
 
 int rlhi_train_forward(struct rlhi_train *t, const struct rlhi_batch *b)
 {
+    return rlhi_train_forward_prefix(t, b, NULL);
+}
+
+int rlhi_train_forward_prefix(struct rlhi_train *t, const struct rlhi_batch *b,
+                              const int32_t *prefix)
+{
     struct rlhi_model *m = t->m;
     const struct rlhi_model_config *c = &m->cfg;
     const int C = c->dim, F = c->hidden_dim, HS = c->head_dim;
@@ -540,6 +573,11 @@ int rlhi_train_forward(struct rlhi_train *t, const struct rlhi_batch *b)
         return rlhi_err(RLHI_EINVAL, "batch %d x %d does not fit the "
                         "training state (%d x %d)", b->B, b->T, t->B, t->T);
     N = b->B * b->T;
+    if (!t->pre) {
+        t->pre = rlhi_calloc((size_t)t->B * t->T, sizeof *t->pre);
+        if (!t->pre)
+            return rlhi_err(RLHI_ENOMEM, "cannot allocate prefix columns");
+    }
     t->nB = b->B;
     t->nT = b->T;
 
@@ -557,6 +595,11 @@ int rlhi_train_forward(struct rlhi_train *t, const struct rlhi_batch *b)
             t->start[r] = t->start[r - 1];
         else
             t->start[r] = bt;
+        t->pre[r] = prefix ? prefix[r] : 0;
+        if (t->pre[r] < 0 || t->pre[r] > t->start[r])
+            return rlhi_err(RLHI_EINVAL, "prefix %d at row %d, column %d "
+                            "is outside 0..%d (its segment's start)",
+                            t->pre[r], r / b->T, bt, t->start[r]);
         t->pos[r] = b->pos ? b->pos[r] : bt - t->start[r];
         if (t->pos[r] < 0 || t->pos[r] >= c->max_seq_len)
             return rlhi_err(RLHI_EINVAL, "position %d at row %d, column %d "
@@ -588,7 +631,8 @@ int rlhi_train_forward(struct rlhi_train *t, const struct rlhi_batch *b)
                    c->rope, false);
         rlhi__rope(a->k, N, KVH, HS, t->pos, t->rope_cos, t->rope_sin,
                    c->rope, false);
-        rlhi__attn_fwd(a->y, a->lse, a->q, a->k, a->v, t->start, b->B, b->T,
+        rlhi__attn_fwd_prefix(a->y, a->lse, a->q, a->k, a->v, t->start,
+                              t->pre, b->B, b->T,
                        NH, KVH, HS, attn_scratch(t), t->nthr);
         rlhi__matmul(t->d_xn, a->y, w->wo, N, QD, C);
         memcpy(a->res2, a->res, (size_t)N * C * sizeof(float));
@@ -669,8 +713,9 @@ int rlhi_train_backward(struct rlhi_train *t)
         /* Attention block: output projection, attention, rotary, q/k/v. */
         rlhi__matmul_bwd(t->d_y, gw->wo, NULL, t->d_res, a->y, w->wo, N, QD,
                          C, false);
-        rlhi__attn_bwd(t->d_q, t->d_k, t->d_v, t->d_y, a->q, a->k, a->v,
-                       a->y, a->lse, t->start, t->nB, t->nT, NH, KVH, HS,
+        rlhi__attn_bwd_prefix(t->d_q, t->d_k, t->d_v, t->d_y, a->q, a->k,
+                              a->v, a->y, a->lse, t->start, t->pre, t->nB,
+                              t->nT, NH, KVH, HS,
                        attn_scratch(t), t->nthr);
         rlhi__rope(t->d_q, N, NH, HS, t->pos, t->rope_cos, t->rope_sin,
                    c->rope, true);

@@ -45,6 +45,20 @@ void rlhi__attn_bwd(float *dq, float *dk, float *dv, const float *dy,
                     const float *y, const float *lse, const int32_t *start,
                     int B, int T, int NH, int KVH, int HS, float *scratch,
                     int nthr);
+/* The same two with prefix sharing: when `prefix` is not NULL, row r also
+ * attends to rows b*T + s for s < prefix[r] (prefix[r] <= start[r]). The
+ * functions above are these with prefix NULL. */
+void rlhi__attn_fwd_prefix(float *y, float *lse, const float *q,
+                           const float *k, const float *v,
+                           const int32_t *start, const int32_t *prefix,
+                           int B, int T, int NH, int KVH, int HS,
+                           float *scratch, int nthr);
+void rlhi__attn_bwd_prefix(float *dq, float *dk, float *dv, const float *dy,
+                           const float *q, const float *k, const float *v,
+                           const float *y, const float *lse,
+                           const int32_t *start, const int32_t *prefix,
+                           int B, int T, int NH, int KVH, int HS,
+                           float *scratch, int nthr);
 
 /* h (n) = silu(g) * u, and its backward (dg, du overwritten; dg may be
  * dh). */
