@@ -88,6 +88,7 @@ fixtures:
 	sh scripts/deps.sh --torch
 	/usr/bin/python3 tests/ref/make_fixtures.py tests/fixtures
 	/usr/bin/python3 tests/ref/train_ref.py tests/fixtures/train
+	/usr/bin/python3 tests/ref/dpo_ref.py tests/fixtures/dpo
 
 format:
 	clang-format -i include/rlhi/*.h src/*/*.c src/*/*.h cli/*.c cli/*.h \
