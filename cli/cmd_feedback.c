@@ -46,6 +46,8 @@ int cmd_feedback(int argc, char **argv)
         {NULL, 0, NULL, NULL},
     };
 
+    if (cli_backend_is_model(argc, argv)) /* LLM detector: cmd_pairs.c */
+        return cmd_llm_stage(argc, argv);
     rc = cli_parse(argc, argv, opts, usage, NULL, NULL);
     if (rc)
         return rc < 0 ? EXIT_OK : rc;

@@ -31,6 +31,8 @@ int cmd_persona(int argc, char **argv)
         {NULL, 0, NULL, NULL},
     };
 
+    if (cli_backend_is_model(argc, argv)) /* LLM summariser: cmd_pairs.c */
+        return cmd_llm_stage(argc, argv);
     rc = cli_parse(argc, argv, opts, usage, NULL, NULL);
     if (rc)
         return rc < 0 ? EXIT_OK : rc;

@@ -88,7 +88,7 @@ static const char schema_v1[] =
     "  conversation_id INTEGER REFERENCES conversations(id),"
     "  turn_index INTEGER NOT NULL,"
     "  user_id INTEGER REFERENCES users(id),"
-    "  source TEXT NOT NULL CHECK(source IN ('rewrite', 'rank')),"
+    "  source TEXT NOT NULL CHECK(source IN ('rewrite', 'regenerate', 'rank')),"
     "  round INTEGER NOT NULL DEFAULT 0,"
     "  prompt TEXT NOT NULL,"
     "  chosen TEXT NOT NULL,"

@@ -1,0 +1,597 @@
+/* The LLM-backed feedback detector and persona summariser: prompted
+ * classification and summarisation through struct rlhi_ask, with JSON
+ * verdicts that are validated and asked for once more when malformed.
+ *
+ * Persona histories longer than the model can read are cut into chunks of
+ * whole messages (max_chars each); every chunk gets its own persona, and a
+ * merge prompt combines them, so no message is ever dropped.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "pairs_internal.h"
+
+/* Each text quoted to the detector is cut to this many characters: the
+ * start of a turn carries its intent, and 1500 characters (~400 tokens)
+ * for each of three texts fits a 2k-token context with the instructions. */
+#define QUOTE_CHARS 1500
+
+/* ---- the llm backend for struct rlhi_ask ------------------------------- */
+
+static int ask_llm(struct rlhi_ask *a, const struct rlhi_chat_msg *msgs,
+                   size_t n, int attempt, char **text)
+{
+    struct rlhi_llm_request q;
+    struct rlhi_llm_result r;
+    int rc;
+
+    *text = NULL;
+    rlhi_llm_request_init(&q, RLHI_LLM_CHAT);
+    q.messages = msgs;
+    q.n_messages = n;
+    q.max_tokens = a->max_tokens > 0 ? a->max_tokens : 256;
+    /* Greedy first, so that verdicts are reproducible; a retry samples,
+     * since greedy decoding would repeat the malformed reply. */
+    q.temperature = attempt ? 0.7f : 0.0f;
+    q.seed = attempt;
+    memset(&r, 0, sizeof r);
+    rc = rlhi_llm_run(a->ctx, &q, 1, &r);
+    if (!rc && r.n_texts > 0) {
+        *text = rlhi_strdup(r.texts[0] ? r.texts[0] : "");
+        if (!*text)
+            rc = rlhi_err(RLHI_ENOMEM, "cannot copy a reply");
+    } else if (!rc) {
+        rc = rlhi_err(RLHI_ENET, "the model gave no choices");
+    }
+    rlhi_llm_result_release(&r);
+    return rc;
+}
+
+void rlhi_ask_from_llm(struct rlhi_ask *a, struct rlhi_llm *l,
+                       int max_tokens)
+{
+    a->fn = ask_llm;
+    a->ctx = l;
+    a->max_tokens = max_tokens;
+}
+
+/* ---- feedback ---------------------------------------------------------- */
+
+static const char fb_system[] =
+    "You label one message a user wrote to an AI assistant, given the "
+    "assistant's previous answer. Labels:\n"
+    "reattempt_feedback: the user is unhappy with the answer and says how "
+    "it should change (shorter, longer, a list, simpler, more formal, a "
+    "correction, an error message to fix)\n"
+    "reattempt_no_guidance: the user is unhappy or asks to redo it, without "
+    "saying how\n"
+    "clarification: the user answers a question the assistant asked\n"
+    "positive: thanks or praise, no new task\n"
+    "continue: asks the assistant to go on or give more\n"
+    "new_request: a new task that does not judge the answer\n"
+    "other: anything else\n"
+    "Reply with one JSON object only, no other text: {\"label\": \"<one "
+    "label>\", \"dissatisfied\": true or false, \"actionable\": true or "
+    "false}. dissatisfied: the user is unhappy with the answer. actionable: "
+    "the message says what to change.";
+
+struct fb_check {
+    struct rlhi_fb_result *out;
+};
+
+static int fb_check(void *obj, void *arg)
+{
+    struct fb_check *c = arg;
+    json_t *o = obj, *l = json_object_get(o, "label"),
+           *d = json_object_get(o, "dissatisfied"),
+           *a = json_object_get(o, "actionable");
+    int label;
+
+    if (!json_is_string(l))
+        return rlhi_err(RLHI_EFORMAT, "\"label\" is missing or not a "
+                        "string");
+    if ((label = rlhi_feedback_label_parse(json_string_value(l))) < 0)
+        return rlhi_err(RLHI_EFORMAT, "unknown label '%s'",
+                        json_string_value(l));
+    if (!json_is_boolean(d) || !json_is_boolean(a))
+        return rlhi_err(RLHI_EFORMAT, "\"dissatisfied\" and \"actionable\" "
+                        "must be true or false");
+    c->out->label = label;
+    c->out->dissatisfied = json_is_true(d);
+    c->out->actionable = json_is_true(a);
+    c->out->rule = "llm";
+    return 0;
+}
+
+int rlhi_llm_feedback_classify(struct rlhi_ask *ask, const char *request,
+                               const char *answer, const char *turn,
+                               bool redact, struct rlhi_fb_result *out)
+{
+    const char *src[3] = {request, answer, turn};
+    char *t[3] = {NULL, NULL, NULL};
+    struct rlhi_buf u = RLHI_BUF_INIT;
+    struct rlhi_chat_msg m[2];
+    struct fb_check c = {out};
+    void *v = NULL;
+    int rc = 0;
+
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < 3; i++)
+        if (src[i] && !(t[i] = rlhi__dup_redacted(src[i], redact, NULL)))
+            rc = RLHI_ENOMEM;
+    if (!rc && t[0] &&
+        rlhi_buf_addf(&u, "The user asked:\n%.*s\n\n", QUOTE_CHARS, t[0]))
+        rc = RLHI_ENOMEM;
+    if (!rc && rlhi_buf_addf(&u, "The assistant answered:\n%.*s\n\nThe user "
+                             "then wrote:\n%.*s\n\nLabel the user's last "
+                             "message.", QUOTE_CHARS, t[1] ? t[1] : "",
+                             QUOTE_CHARS, t[2] ? t[2] : ""))
+        rc = RLHI_ENOMEM;
+    if (rc) {
+        rc = rlhi_err(RLHI_ENOMEM, "cannot build a feedback prompt");
+        goto out;
+    }
+    m[0].role = "system";
+    m[0].content = fb_system;
+    m[1].role = "user";
+    m[1].content = u.buf;
+    rc = rlhi__ask_json(ask, m, 2, fb_check, &c, &v);
+    json_decref(v);
+out:
+    for (int i = 0; i < 3; i++)
+        rlhi_free(t[i]);
+    rlhi_buf_release(&u);
+    return rc;
+}
+
+/* ---- personas ---------------------------------------------------------- */
+
+static const char *const dim_values[RLHI_DIM_N][3] = {
+    {"expert", "novice", "no signal"},
+    {"detailed", "concise", "no signal"},
+    {"formal", "casual", "no signal"},
+    {"structured", "prose", "no signal"},
+};
+
+static const char persona_system[] =
+    "You describe how a user wants an AI assistant to answer, from "
+    "messages the user wrote. Four dimensions: expertise (\"expert\", "
+    "\"novice\" or \"no signal\"), informativeness (\"detailed\", "
+    "\"concise\" or \"no signal\"), tone (\"formal\", \"casual\" or \"no "
+    "signal\"), structure (\"structured\", \"prose\" or \"no signal\"). "
+    "Reply with one JSON object only, no other text: {\"expertise\": ..., "
+    "\"informativeness\": ..., \"tone\": ..., \"structure\": ..., \"text\": "
+    "\"two or three sentences, addressed to the assistant, describing how "
+    "to answer this user\"}.";
+
+static int persona_check(void *obj, void *arg)
+{
+    struct rlhi_persona *p = arg;
+    json_t *o = obj, *t = json_object_get(o, "text");
+
+    for (int d = 0; d < RLHI_DIM_N; d++) {
+        json_t *v = json_object_get(o, rlhi_persona_dim_name(d));
+        int k;
+
+        if (!json_is_string(v))
+            return rlhi_err(RLHI_EFORMAT, "\"%s\" is missing or not a "
+                            "string", rlhi_persona_dim_name(d));
+        for (k = 0; k < 3; k++)
+            if (!strcmp(json_string_value(v), dim_values[d][k]))
+                break;
+        if (k == 3)
+            return rlhi_err(RLHI_EFORMAT, "\"%s\" must be \"%s\", \"%s\" or "
+                            "\"no signal\", not '%s'",
+                            rlhi_persona_dim_name(d), dim_values[d][0],
+                            dim_values[d][1], json_string_value(v));
+        p->value[d] = dim_values[d][k];
+    }
+    if (!json_is_string(t) || !*json_string_value(t))
+        return rlhi_err(RLHI_EFORMAT, "\"text\" is missing or empty");
+    return 0;
+}
+
+/* Asks for one persona from `user_text`; its verdict's JSON is appended
+ * to `js`. */
+static int persona_ask(struct rlhi_ask *ask, const char *user_text,
+                       struct rlhi_persona *p, struct rlhi_buf *js)
+{
+    struct rlhi_chat_msg m[2] = {{"system", persona_system},
+                                 {"user", user_text}};
+    void *v = NULL;
+    int rc = rlhi__ask_json(ask, m, 2, persona_check, p, &v);
+
+    if (rc)
+        return rc;
+    rlhi_free(p->text);
+    p->text = rlhi_strdup(json_string_value(json_object_get(v, "text")));
+    rc = p->text ? rlhi__json_dump(v, JSON_COMPACT, js) : RLHI_ENOMEM;
+    json_decref(v);
+    if (rc)
+        return rlhi_err(RLHI_ENOMEM, "cannot keep a persona");
+    return 0;
+}
+
+int rlhi_llm_persona_summarise(struct rlhi_ask *ask,
+                               const struct rlhi_persona_msg *msgs, size_t n,
+                               size_t max_chars, bool redact,
+                               struct rlhi_persona *out)
+{
+    struct rlhi_buf chunk = RLHI_BUF_INIT, merge = RLHI_BUF_INIT;
+    int nchunks = 0, rc = 0;
+    size_t i = 0;
+
+    memset(out, 0, sizeof *out);
+    if (!max_chars)
+        max_chars = 6000;
+    if (rlhi_buf_adds(&merge, "Descriptions of the same user made from "
+                      "different parts of their history:\n"))
+        goto nomem;
+
+    /* One persona per chunk of whole messages. */
+    while (i < n || (n == 0 && nchunks == 0)) {
+        rlhi_buf_clear(&chunk);
+        if (rlhi_buf_adds(&chunk, "Messages the user wrote (a label in "
+                          "brackets marks a reaction to an answer):\n"))
+            goto nomem;
+        do {
+            char *t;
+            size_t len;
+
+            if (i >= n)
+                break;
+            if (!(t = rlhi__dup_redacted(msgs[i].text, redact, NULL)))
+                goto nomem;
+            len = strlen(t);
+            /* A single message longer than a chunk is cut to fit. */
+            if (len > max_chars)
+                len = max_chars;
+            if (chunk.len + len > max_chars && chunk.len > 80) {
+                rlhi_free(t);
+                break;
+            }
+            rc = rlhi_buf_addf(&chunk, "- %s%s%s", msgs[i].label ? "[" : "",
+                               msgs[i].label ? msgs[i].label : "",
+                               msgs[i].label ? "] " : "");
+            rc |= rlhi_buf_add(&chunk, t, len);
+            rc |= rlhi_buf_addc(&chunk, '\n');
+            rlhi_free(t);
+            if (rc)
+                goto nomem;
+            i++;
+        } while (i < n);
+        if (rlhi_buf_addf(&merge, "%d. ", nchunks + 1))
+            goto nomem;
+        if ((rc = persona_ask(ask, chunk.buf, out, &merge)))
+            goto out;
+        nchunks++;
+        if (rlhi_buf_addc(&merge, '\n'))
+            goto nomem;
+        if (n == 0)
+            break;
+    }
+
+    /* Several chunks: a merge prompt over their verdicts. */
+    if (nchunks > 1) {
+        struct rlhi_buf js = RLHI_BUF_INIT;
+
+        if (rlhi_buf_adds(&merge, "\nCombine them into one description in "
+                          "the same JSON format. Where they disagree, "
+                          "prefer the value most of them show; \"no "
+                          "signal\" only when none shows one."))
+            goto nomem;
+        rc = persona_ask(ask, merge.buf, out, &js);
+        rlhi_buf_release(&js);
+        if (rc)
+            goto out;
+    }
+    for (int d = 0; d < RLHI_DIM_N; d++)
+        if (!(out->evidence[d] = rlhi_strdup("[]")))
+            goto nomem;
+    goto out;
+
+nomem:
+    rc = rlhi_err(RLHI_ENOMEM, "cannot summarise a persona");
+out:
+    rlhi_buf_release(&chunk);
+    rlhi_buf_release(&merge);
+    if (rc)
+        rlhi_persona_release(out);
+    return rc;
+}
+
+/* ---- store-level runs -------------------------------------------------- */
+
+/* Conversation ids in id order. */
+static int list_ids(struct rlhi_store *s, const char *sql, int64_t **ids,
+                    size_t *n)
+{
+    sqlite3_stmt *st;
+    size_t cap = 0;
+    int rc;
+
+    *ids = NULL;
+    *n = 0;
+    if ((rc = rlhi_store_prepare(s, &st, sql)))
+        return rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t nc = cap ? 2 * cap : 256;
+            void *p = rlhi_realloc(*ids, nc * sizeof **ids);
+
+            if (!p) {
+                sqlite3_finalize(st);
+                return rlhi_err(RLHI_ENOMEM, "cannot list ids");
+            }
+            *ids = p;
+            cap = nc;
+        }
+        (*ids)[(*n)++] = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : rlhi_store_err(s, "cannot list ids");
+}
+
+/* Records per transaction: model calls dominate, so small batches lose
+ * little on a kill. */
+#define LLM_RUN_BATCH 32
+
+/* Malformed verdicts in a row that end a run: a model that cannot give
+ * the format would otherwise be asked twice for every turn in vain. */
+#define LLM_MAX_BAD_IN_A_ROW 8
+
+int rlhi_llm_feedback_run(struct rlhi_store *s, struct rlhi_ask *ask,
+                          const char *backend, bool redact,
+                          struct rlhi_feedback_stats *stats)
+{
+    sqlite3_stmt *have = NULL, *put = NULL;
+    int64_t *ids = NULL;
+    size_t nids = 0;
+    int pending = 0, rc, bad_in_a_row = 0;
+    bool txn = false;
+    double t0 = rlhi_time_now();
+
+    memset(stats, 0, sizeof *stats);
+    if ((rc = list_ids(s, "SELECT id FROM conversations ORDER BY id", &ids,
+                       &nids)) ||
+        (rc = rlhi_store_prepare(s, &have, "SELECT 1 FROM feedback WHERE "
+                                 "conversation_id = ? AND turn_index = ? "
+                                 "AND backend = ?")) ||
+        (rc = rlhi_store_prepare(s, &put, "INSERT OR REPLACE INTO feedback("
+                                 "conversation_id, turn_index, label, "
+                                 "dissatisfied, actionable, backend, "
+                                 "evidence) VALUES (?, ?, ?, ?, ?, ?, "
+                                 "'llm')")))
+        goto out;
+    for (size_t k = 0; k < nids; k++) {
+        struct rlhi__conv c;
+        bool any = false;
+
+        if ((rc = rlhi__conv_load(s, ids[k], &c)))
+            goto out;
+        for (size_t i = 1; i < c.n && !rc; i++) {
+            struct rlhi_fb_result r;
+            bool done;
+
+            if (strcmp(c.msgs[i].role, "user") ||
+                strcmp(c.msgs[i - 1].role, "assistant"))
+                continue;
+            sqlite3_reset(have);
+            sqlite3_bind_int64(have, 1, c.id);
+            sqlite3_bind_int(have, 2, (int)i);
+            sqlite3_bind_text(have, 3, backend, -1, SQLITE_STATIC);
+            done = sqlite3_step(have) == SQLITE_ROW;
+            sqlite3_reset(have);
+            if (done)
+                continue;
+            rc = rlhi_llm_feedback_classify(
+                ask, i >= 2 && !strcmp(c.msgs[i - 2].role, "user")
+                         ? c.msgs[i - 2].content : NULL,
+                c.msgs[i - 1].content, c.msgs[i].content, redact, &r);
+            if (rc == RLHI_EFORMAT) {
+                rlhi_warn("conversation '%s' turn %zu: %s; left unlabelled",
+                          c.hash, i, rlhi_errmsg());
+                if (++bad_in_a_row < LLM_MAX_BAD_IN_A_ROW) {
+                    rc = 0;
+                    continue;
+                }
+                rc = rlhi_err(RLHI_EFORMAT, "%d malformed verdicts in a "
+                              "row; stopped\nhint: the model does not "
+                              "follow the JSON format; use a larger "
+                              "instruction-following model", bad_in_a_row);
+                break;
+            }
+            bad_in_a_row = 0;
+            if (rc)
+                break;
+            if (!txn && (rc = rlhi_store_begin(s)))
+                break;
+            txn = true;
+            sqlite3_reset(put);
+            sqlite3_bind_int64(put, 1, c.id);
+            sqlite3_bind_int(put, 2, (int)i);
+            sqlite3_bind_text(put, 3, rlhi_feedback_label_name(r.label), -1,
+                              SQLITE_STATIC);
+            sqlite3_bind_int(put, 4, r.dissatisfied);
+            sqlite3_bind_int(put, 5, r.actionable);
+            sqlite3_bind_text(put, 6, backend, -1, SQLITE_STATIC);
+            if (sqlite3_step(put) != SQLITE_DONE) {
+                rc = rlhi_store_err(s, "cannot store a label");
+                break;
+            }
+            any = true;
+            stats->turns++;
+            stats->by_label[r.label]++;
+            stats->dissatisfied += r.dissatisfied;
+            stats->actionable += r.actionable;
+            if (++pending >= LLM_RUN_BATCH) {
+                if ((rc = rlhi_store_commit(s)))
+                    break;
+                txn = false;
+                pending = 0;
+            }
+        }
+        stats->conversations += any;
+        rlhi__conv_release(&c);
+        if (rc)
+            goto out;
+    }
+    if (txn && !(rc = rlhi_store_commit(s)))
+        txn = false;
+out:
+    /* Labels stored before a run of malformed verdicts are good. */
+    if (txn && rc == RLHI_EFORMAT && !sqlite3_get_autocommit(
+                                         rlhi_store_db(s)))
+        sqlite3_exec(rlhi_store_db(s), "COMMIT", NULL, NULL, NULL);
+    if (txn)
+        rlhi_store_rollback(s);
+    sqlite3_finalize(have);
+    sqlite3_finalize(put);
+    rlhi_free(ids);
+    stats->seconds = rlhi_time_now() - t0;
+    return rc;
+}
+
+int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
+                         const char *backend, bool redact, size_t max_chars,
+                         struct rlhi_persona_stats *stats)
+{
+    sqlite3_stmt *msgs = NULL, *old = NULL, *put = NULL;
+    struct rlhi_persona_msg *pm = NULL;
+    struct rlhi_buf text = RLHI_BUF_INIT;
+    size_t *off = NULL, cap = 0;
+    int64_t *ids = NULL;
+    size_t nids = 0;
+    int rc;
+    double t0 = rlhi_time_now();
+
+    memset(stats, 0, sizeof *stats);
+    if ((rc = list_ids(s, "SELECT id FROM users ORDER BY id", &ids,
+                       &nids)) ||
+        (rc = rlhi_store_prepare(s, &msgs, "SELECT c.hash, m.idx, "
+                                 "m.content, f.label FROM conversations c "
+                                 "JOIN messages m ON m.conversation_id = "
+                                 "c.id AND m.role = 'user' LEFT JOIN "
+                                 "feedback f ON f.conversation_id = c.id "
+                                 "AND f.turn_index = m.idx AND f.backend = "
+                                 "'builtin' WHERE c.user_id = ? ORDER BY "
+                                 "c.hash, m.idx")) ||
+        (rc = rlhi_store_prepare(s, &old, "SELECT history_hash FROM "
+                                 "personas WHERE user_id = ? AND backend = "
+                                 "?")) ||
+        (rc = rlhi_store_prepare(s, &put, "INSERT OR REPLACE INTO personas("
+                                 "user_id, backend, expertise, "
+                                 "expertise_evidence, informativeness, "
+                                 "informativeness_evidence, tone, "
+                                 "tone_evidence, structure, "
+                                 "structure_evidence, text, history_hash, "
+                                 "redacted, updated) VALUES (?, ?, ?, ?, ?, "
+                                 "?, ?, ?, ?, ?, ?, ?, ?, strftime("
+                                 "'%Y-%m-%dT%H:%M:%SZ', 'now'))")))
+        goto out;
+    for (size_t k = 0; k < nids; k++) {
+        struct rlhi_sha256 sh;
+        struct rlhi_persona p;
+        uint8_t dig[32];
+        char hex[65];
+        size_t n = 0;
+        bool same = false;
+
+        /* The history: "conv#idx", text, label per message, NUL-separated
+         * in one buffer; its hash decides whether to ask again. */
+        stats->users++;
+        rlhi_buf_clear(&text);
+        rlhi_sha256_init(&sh);
+        sqlite3_reset(msgs);
+        sqlite3_bind_int64(msgs, 1, ids[k]);
+        while (sqlite3_step(msgs) == SQLITE_ROW) {
+            const char *t = (const char *)sqlite3_column_text(msgs, 2);
+            const char *l = (const char *)sqlite3_column_text(msgs, 3);
+
+            if (n == cap) {
+                size_t nc = cap ? 2 * cap : 64;
+                void *q = rlhi_realloc(off, 2 * nc * sizeof *off);
+
+                if (!q)
+                    goto nomem;
+                off = q;
+                cap = nc;
+            }
+            off[2 * n] = text.len;
+            if (rlhi_buf_adds(&text, t) || rlhi_buf_addc(&text, 0))
+                goto nomem;
+            off[2 * n + 1] = l ? text.len : (size_t)-1;
+            if (l && (rlhi_buf_adds(&text, l) || rlhi_buf_addc(&text, 0)))
+                goto nomem;
+            rlhi_sha256_update(&sh, t, strlen(t) + 1);
+            n++;
+        }
+        sqlite3_reset(msgs);
+        rlhi_sha256_final(&sh, dig);
+        for (int i = 0; i < 32; i++)
+            snprintf(hex + 2 * i, 3, "%02x", dig[i]);
+        sqlite3_reset(old);
+        sqlite3_bind_int64(old, 1, ids[k]);
+        sqlite3_bind_text(old, 2, backend, -1, SQLITE_STATIC);
+        if (sqlite3_step(old) == SQLITE_ROW)
+            same = !strcmp((const char *)sqlite3_column_text(old, 0), hex);
+        sqlite3_reset(old);
+        if (same) {
+            stats->unchanged++;
+            continue;
+        }
+        if (!(pm = rlhi_realloc(pm, (n ? n : 1) * sizeof *pm)))
+            goto nomem;
+        for (size_t i = 0; i < n; i++) {
+            pm[i].id = NULL;
+            pm[i].text = text.buf + off[2 * i];
+            pm[i].label = off[2 * i + 1] == (size_t)-1
+                              ? NULL : text.buf + off[2 * i + 1];
+        }
+        if ((rc = rlhi_llm_persona_summarise(ask, pm, n, max_chars, redact,
+                                             &p)))
+            goto out;
+
+        /* One user per transaction: a persona costs model calls. */
+        if ((rc = rlhi_store_begin(s)))
+            goto out_p;
+        sqlite3_reset(put);
+        sqlite3_bind_int64(put, 1, ids[k]);
+        sqlite3_bind_text(put, 2, backend, -1, SQLITE_STATIC);
+        for (int d = 0; d < RLHI_DIM_N; d++) {
+            sqlite3_bind_text(put, 3 + 2 * d, p.value[d], -1, SQLITE_STATIC);
+            sqlite3_bind_text(put, 4 + 2 * d, p.evidence[d], -1,
+                              SQLITE_STATIC);
+        }
+        sqlite3_bind_text(put, 11, p.text, -1, SQLITE_STATIC);
+        sqlite3_bind_text(put, 12, hex, -1, SQLITE_STATIC);
+        sqlite3_bind_int(put, 13, redact);
+        if (sqlite3_step(put) != SQLITE_DONE) {
+            rc = rlhi_store_err(s, "cannot store a persona");
+            rlhi_store_rollback(s);
+        } else {
+            rc = rlhi_store_commit(s);
+        }
+        sqlite3_reset(put);
+    out_p:
+        rlhi_persona_release(&p);
+        if (rc)
+            goto out;
+        stats->made++;
+    }
+    goto out;
+
+nomem:
+    rc = rlhi_err(RLHI_ENOMEM, "cannot read a user's history");
+out:
+    sqlite3_finalize(msgs);
+    sqlite3_finalize(old);
+    sqlite3_finalize(put);
+    rlhi_free(ids);
+    rlhi_free(off);
+    rlhi_free(pm);
+    rlhi_buf_release(&text);
+    stats->seconds = rlhi_time_now() - t0;
+    return rc;
+}

@@ -1,0 +1,77 @@
+/* Internals shared by the pair stages (pairs.c, rank.c, filter.c,
+ * llm_detect.c, export_pairs.c): loading a conversation, the user's persona,
+ * building prompts, storing a pair. */
+#ifndef RLHI_PAIRS_INTERNAL_H
+#define RLHI_PAIRS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rlhi/pairs.h"
+
+/* A conversation's messages as loaded from the store; all owned. */
+struct rlhi__conv {
+    int64_t id;
+    int64_t user_id;
+    char *hash;
+    size_t n;
+    struct rlhi_chat_msg *msgs; /* role and content strings owned */
+};
+
+/* Loads conversation `id`. 0, RLHI_ENOTFOUND, RLHI_EDB or RLHI_ENOMEM. */
+int rlhi__conv_load(struct rlhi_store *s, int64_t id, struct rlhi__conv *c);
+void rlhi__conv_release(struct rlhi__conv *c);
+
+/* The persona text of `user_id` by `backend` in *text (new string, caller
+ * frees), or NULL when the user has none. 0 or RLHI_EDB/RLHI_ENOMEM. */
+int rlhi__persona_text(struct rlhi_store *s, int64_t user_id,
+                       const char *backend, char **text);
+
+/* A new copy of `s`, redacted when `redact` (adding the replacements to
+ * *count when count is not NULL). NULL on no memory (message set). */
+char *rlhi__dup_redacted(const char *s, bool redact, uint64_t *count);
+
+/* Appends to `out` the JSON message list: a system message holding
+ * `persona` (when not NULL), then msgs[0..n). 0 or RLHI_ENOMEM. */
+int rlhi__prompt_json(const char *persona, const struct rlhi_chat_msg *msgs,
+                      size_t n, struct rlhi_buf *out);
+
+/* Appends "role: content" lines for msgs[0..n), keeping the total under
+ * `max_chars` (0: no limit) by dropping the oldest messages first and then
+ * cutting the remaining texts. 0 or RLHI_ENOMEM. */
+int rlhi__transcript(const struct rlhi_chat_msg *msgs, size_t n,
+                     size_t max_chars, struct rlhi_buf *out);
+
+/* True when the pair (source, conversation, turn, round) is stored. */
+int rlhi__pair_exists(struct rlhi_store *s, const char *source,
+                      int64_t conv, int turn, int round);
+
+struct rlhi__pair {
+    int64_t conv, user_id;
+    int turn, round;
+    const char *source, *prompt, *chosen, *rejected, *persona;
+    bool has_scores;
+    double chosen_score, rejected_score;
+};
+
+/* Insert (ON CONFLICT DO NOTHING) of one pair inside the caller's
+ * transaction. Returns 1
+ * when stored, 0 when it was already there, or RLHI_EDB. */
+int rlhi__pair_insert(struct rlhi_store *s, const struct rlhi__pair *p);
+
+/* Asks and parses a JSON verdict: calls ask with msgs, finds the JSON
+ * object, and runs `check` on it (returns 0 or sets a message and returns
+ * RLHI_EFORMAT). On a malformed verdict asks once more with a user message
+ * saying what was wrong. On success *verdict is the parsed object (caller
+ * frees with json_decref, typed void * here to keep jansson out of the
+ * header). */
+int rlhi__ask_json(struct rlhi_ask *ask, const struct rlhi_chat_msg *msgs,
+                   size_t n, int (*check)(void *obj, void *arg), void *arg,
+                   void **verdict);
+
+/* Appends the JSON text of `json` (a json_t *) to `out` with jansson
+ * `flags`, through json_dump_callback so that no memory from jansson's
+ * allocator (which a stage may replace) leaks out. 0 or RLHI_ENOMEM. */
+int rlhi__json_dump(const void *json, size_t flags, struct rlhi_buf *out);
+
+#endif
