@@ -199,8 +199,51 @@ static void check_fixture(const char *dir, const char *model)
     json_decref(root);
 }
 
+/* Every fast path of rlhi__matmul (streaming kernel for few rows, sgemv,
+ * sgemm) against the plain loop, over row counts on both sides of the
+ * switch and widths that are and are not multiples of 8. */
+static void check_kernels(void)
+{
+    static const int ns[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 33};
+    static const int ins[] = {8, 64, 200};
+    struct rlhi_rng rng;
+    size_t a, b, i;
+
+    rlhi_rng_seed(&rng, 3);
+    for (a = 0; a < sizeof ns / sizeof *ns; a++)
+        for (b = 0; b < sizeof ins / sizeof *ins; b++) {
+            int n = ns[a], in = ins[b], out = 37;
+            float *x = rlhi_malloc(sizeof(float) * (size_t)n * in);
+            float *W = rlhi_malloc(sizeof(float) * (size_t)out * in);
+            float *y = rlhi_malloc(sizeof(float) * (size_t)n * out);
+            float *r = rlhi_malloc(sizeof(float) * (size_t)n * out);
+            double worst = 0;
+
+            for (i = 0; i < (size_t)n * in; i++)
+                x[i] = (float)rlhi_rng_normal(&rng);
+            for (i = 0; i < (size_t)out * in; i++)
+                W[i] = (float)rlhi_rng_normal(&rng);
+            rlhi__matmul(y, x, W, n, in, out);
+            rlhi__matmul_ref(r, x, W, n, in, out);
+            for (i = 0; i < (size_t)n * out; i++)
+                if (fabs((double)y[i] - r[i]) > worst)
+                    worst = fabs((double)y[i] - r[i]);
+            /* Sums of `in` products of unit normals: rounding order only,
+             * a few ulps of sqrt(in) ~ 1e-5. */
+            CHECK_MSG(worst < 1e-4, "matmul n=%d in=%d: max |diff| %.3g", n,
+                      in, worst);
+            rlhi_free(x);
+            rlhi_free(W);
+            rlhi_free(y);
+            rlhi_free(r);
+        }
+}
+
 int main(void)
 {
+    TEST("fast matrix kernels against the plain loop") {
+        check_kernels();
+    }
     TEST("interleaved rope, untied, no bias") {
         check_model_consistency("a", small_cfg(RLHI_ROPE_INTERLEAVED, false,
                                                false));
