@@ -3,10 +3,10 @@
 #   make test       install missing packages, build, run every test
 #   make demo       install missing packages, build, run the end-to-end demo
 #   make asan       build and test with AddressSanitizer + UBSan (build-asan/)
-#   make check-long the slow checks (kept out of `make test`)
+#   make check-long the slow checks (kept out of `make test`): also the
+#                   measurement of the feedback detector on held-out WildChat
 #   make bench      the benchmarks
 #   make fixtures   regenerate tests/fixtures with python3-torch
-#   make GPU=1      also build the optional CUDA kernels (needs nvcc)
 
 BUILD ?= build
 CC ?= cc
@@ -73,7 +73,7 @@ test: all
 	@sh tests/run.sh $(BUILD)
 
 check-long: all
-	@RLHI_LONG=1 sh tests/run.sh $(BUILD)
+	@RLHI_LONG=1 RLHI_HELDOUT=1 sh tests/run.sh $(BUILD)
 
 asan:
 	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1" test
