@@ -253,6 +253,10 @@ struct rlhi_sim_behaviour {
     double p_continue;    /* satisfied: ask to continue */
     double p_other;       /* satisfied: a stray remark */
     double typo_rate;     /* share of user turns with typos */
+    double p_cue;         /* per dimension the user cares about: the
+                             conversation's first request states it
+                             ("in simple terms", "bullet points please"),
+                             as real users' requests reveal preferences */
     int max_user_turns;   /* per conversation */
 };
 
