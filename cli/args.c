@@ -1,12 +1,14 @@
 /* Option parsing, logging to stderr and exit codes for the command line. */
 #include <errno.h>
 #include <jansson.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "rlhi/tokenizer.h"
 
 static const struct cli_opt *find(const struct cli_opt *opts, const char *n,
                                   size_t len)
@@ -247,6 +249,19 @@ int cli_fail(int code, const char *what)
         fprintf(stderr, "rlhi: error: %s: %s\n", what ? what : "failed",
                 rlhi_strerror(code));
     return cli_exit_code(code);
+}
+
+int cli_load_tokenizer(const char *path, struct rlhi_tokenizer **tok,
+                       char **dir)
+{
+    int r = rlhi_tokenizer_load(tok, path);
+
+    if (r)
+        return cli_fail(r, "cannot load the tokenizer");
+    *dir = rlhi_strdup(path);
+    if (*dir && !rlhi_path_is_dir(*dir))
+        memmove(*dir, dirname(*dir), strlen(dirname(*dir)) + 1);
+    return 0;
 }
 
 static void log_to_stderr(enum rlhi_log_level level, const char *msg,

@@ -27,6 +27,22 @@ struct cli_opt {
     const char *help;
 };
 
+/* The optimiser and schedule options of `rlhi sft` and `rlhi dpo`, in
+ * their --help order: `c` is the command's config (fields named as in
+ * struct rlhi_sft_config), `seed` an int64_t, `lr` and `epochs` the
+ * defaults that --help shows. */
+#define CLI_TRAIN_OPTS(c, seed, lr, epochs)                                \
+    {"learning_rate", CLI_DOUBLE, &(c).learning_rate, lr},                 \
+    {"num_train_epochs", CLI_DOUBLE, &(c).num_train_epochs, epochs},       \
+    {"max_steps", CLI_I64, &(c).max_steps, "> 0 overrides epochs (-1)"},   \
+    {"per_device_train_batch_size", CLI_INT, &(c).batch_size, "8"},        \
+    {"gradient_accumulation_steps", CLI_INT, &(c).grad_accum, "1"},        \
+    {"max_length", CLI_INT, &(c).max_length, "1024"},                      \
+    {"seed", CLI_I64, &(seed), "42"},                                      \
+    {"warmup_ratio", CLI_DOUBLE, &(c).warmup_ratio, "0"},                  \
+    {"weight_decay", CLI_DOUBLE, &(c).weight_decay, "0"},                  \
+    {"max_grad_norm", CLI_DOUBLE, &(c).max_grad_norm, "1.0"}
+
 /* Parses argv[1..] against `opts` (terminated by a {NULL} entry).
  * "--name value" and "--name=value" both work; "--config FILE" reads a JSON
  * object with the same keys first, so that flags on the command line win.
@@ -43,6 +59,15 @@ int cli_fail(int code, const char *what);
 
 /* Maps a library code to an exit status. */
 int cli_exit_code(int code);
+
+struct rlhi_tokenizer;
+
+/* Loads the tokenizer at `path` (a tokenizer file or a directory holding
+ * one) into *tok and sets *dir to a new copy of the directory it lies in
+ * (NULL when out of memory), for copying next to a trained model. The
+ * caller frees both. 0, or an exit status after printing the error. */
+int cli_load_tokenizer(const char *path, struct rlhi_tokenizer **tok,
+                       char **dir);
 
 /* Installs the stderr log hook ("rlhi: <level>: <message>") and, on a
  * terminal, a progress bar. Called once by main. */

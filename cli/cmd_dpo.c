@@ -1,6 +1,5 @@
 /* rlhi dpo: persona-conditioned DPO on preference pairs (TRL's
  * conversational JSONL), with TRL's option names. */
-#include <libgen.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -68,17 +67,7 @@ int cmd_dpo(int argc, char **argv)
             {"loss_weights", CLI_STR, &loss_weights, "one weight per loss "
                                                      "type (default 1)"},
             {"label_smoothing", CLI_DOUBLE, &ls, "0"},
-            {"learning_rate", CLI_DOUBLE, &dc.learning_rate, "1e-6"},
-            {"num_train_epochs", CLI_DOUBLE, &dc.num_train_epochs, "1"},
-            {"max_steps", CLI_I64, &dc.max_steps, "> 0 overrides epochs "
-                                                  "(-1)"},
-            {"per_device_train_batch_size", CLI_INT, &dc.batch_size, "8"},
-            {"gradient_accumulation_steps", CLI_INT, &dc.grad_accum, "1"},
-            {"max_length", CLI_INT, &dc.max_length, "1024"},
-            {"seed", CLI_I64, &seed, "42"},
-            {"warmup_ratio", CLI_DOUBLE, &dc.warmup_ratio, "0"},
-            {"weight_decay", CLI_DOUBLE, &dc.weight_decay, "0"},
-            {"max_grad_norm", CLI_DOUBLE, &dc.max_grad_norm, "1.0"},
+            CLI_TRAIN_OPTS(dc, seed, "1e-6", "1"),
             {"precompute_ref_log_probs", CLI_BOOL, &dc.precompute_ref,
              "reference log-probs once, cached on disk (default true)"},
             {"ref_cache_dir", CLI_STR, &dc.ref_cache_dir, "where the "
@@ -134,16 +123,11 @@ int cmd_dpo(int argc, char **argv)
     r = rlhi_model_load(&m, model_dir);
     if (r)
         return cli_fail(r, "cannot load the model");
-    if (!tok_path)
-        tok_path = model_dir;
-    r = rlhi_tokenizer_load(&tok, tok_path);
+    r = cli_load_tokenizer(tok_path ? tok_path : model_dir, &tok, &copy_dir);
     if (r) {
-        result = cli_fail(r, "cannot load the tokenizer");
+        result = r;
         goto out;
     }
-    copy_dir = rlhi_strdup(tok_path);
-    if (copy_dir && !rlhi_path_is_dir(copy_dir))
-        memmove(copy_dir, dirname(copy_dir), strlen(dirname(copy_dir)) + 1);
     dc.copy_from = copy_dir;
     if (tmpl)
         r = rlhi_chat_kind_from_name(tmpl, &kind);

@@ -32,6 +32,36 @@ void feedback_print_stats(const struct rlhi_feedback_stats *st)
             100.0 * (double)st->actionable / t);
 }
 
+/* The start of a builtin stage command (feedback, persona): hands a model
+ * backend over to the LLM stages (cmd_pairs.c), parses `opts` (one of
+ * which fills *db), requires --db and opens the store in *s. Returns with
+ * *s open to go on (the caller closes it), or with *s NULL and the exit
+ * code for the command to return. */
+int cli_stage_open(int argc, char **argv, const struct cli_opt *opts,
+                   const char *help, const char *name,
+                   const char *const *db, struct rlhi_store **s);
+int cli_stage_open(int argc, char **argv, const struct cli_opt *opts,
+                   const char *help, const char *name,
+                   const char *const *db, struct rlhi_store **s)
+{
+    int rc;
+
+    *s = NULL;
+    if (cli_backend_is_model(argc, argv))
+        return cmd_llm_stage(argc, argv);
+    rc = cli_parse(argc, argv, opts, help, NULL, NULL);
+    if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    if (!*db) {
+        fprintf(stderr, "rlhi: error: --db is required\n"
+                        "hint: see 'rlhi %s --help'\n", name);
+        return EXIT_USAGE;
+    }
+    if ((rc = rlhi_store_open(s, *db))) /* leaves *s NULL */
+        return cli_fail(rc, NULL);
+    return EXIT_OK;
+}
+
 int cmd_feedback(int argc, char **argv)
 {
     struct rlhi_feedback_opts o = {0};
@@ -46,18 +76,9 @@ int cmd_feedback(int argc, char **argv)
         {NULL, 0, NULL, NULL},
     };
 
-    if (cli_backend_is_model(argc, argv)) /* LLM detector: cmd_pairs.c */
-        return cmd_llm_stage(argc, argv);
-    rc = cli_parse(argc, argv, opts, usage, NULL, NULL);
-    if (rc)
-        return rc < 0 ? EXIT_OK : rc;
-    if (!db) {
-        fprintf(stderr, "rlhi: error: --db is required\n"
-                        "hint: see 'rlhi feedback --help'\n");
-        return EXIT_USAGE;
-    }
-    if ((rc = rlhi_store_open(&s, db)))
-        return cli_fail(rc, NULL);
+    rc = cli_stage_open(argc, argv, opts, usage, "feedback", &db, &s);
+    if (!s)
+        return rc;
     o.args = "feedback";
     rc = rlhi_feedback_run(s, &o, &st);
     rlhi_store_close(s);

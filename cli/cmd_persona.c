@@ -14,6 +14,11 @@ static const char usage[] =
     "e-mail addresses, phone numbers, secrets and URLs in the evidence.\n"
     "Export with 'rlhi export personas'.";
 
+/* Parses, checks --db and opens the store: cmd_feedback.c. */
+int cli_stage_open(int argc, char **argv, const struct cli_opt *opts,
+                   const char *help, const char *name,
+                   const char *const *db, struct rlhi_store **s);
+
 int cmd_persona(int argc, char **argv)
 {
     struct rlhi_persona_opts o = {0};
@@ -31,18 +36,9 @@ int cmd_persona(int argc, char **argv)
         {NULL, 0, NULL, NULL},
     };
 
-    if (cli_backend_is_model(argc, argv)) /* LLM summariser: cmd_pairs.c */
-        return cmd_llm_stage(argc, argv);
-    rc = cli_parse(argc, argv, opts, usage, NULL, NULL);
-    if (rc)
-        return rc < 0 ? EXIT_OK : rc;
-    if (!db) {
-        fprintf(stderr, "rlhi: error: --db is required\n"
-                        "hint: see 'rlhi persona --help'\n");
-        return EXIT_USAGE;
-    }
-    if ((rc = rlhi_store_open(&s, db)))
-        return cli_fail(rc, NULL);
+    rc = cli_stage_open(argc, argv, opts, usage, "persona", &db, &s);
+    if (!s)
+        return rc;
     o.args = o.redact ? "persona --redact" : "persona";
     rc = rlhi_persona_run(s, &o, &st);
     rlhi_store_close(s);

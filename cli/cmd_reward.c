@@ -1,7 +1,6 @@
 /* rlhi reward: train a reward model on preference pairs (Bradley-Terry),
  * or score persona + conversation + answer records with one. */
 #include <jansson.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -99,16 +98,11 @@ static int reward_train(int argc, char **argv)
     }
     if (r)
         return cli_fail(r, "cannot load the model");
-    if (!tok_path)
-        tok_path = model_dir;
-    r = rlhi_tokenizer_load(&tok, tok_path);
+    r = cli_load_tokenizer(tok_path ? tok_path : model_dir, &tok, &copy_dir);
     if (r) {
-        result = cli_fail(r, "cannot load the tokenizer");
+        result = r;
         goto out;
     }
-    copy_dir = rlhi_strdup(tok_path);
-    if (copy_dir && !rlhi_path_is_dir(copy_dir))
-        memmove(copy_dir, dirname(copy_dir), strlen(dirname(copy_dir)) + 1);
     rc.copy_from = copy_dir;
     r = pick_template(tmpl, model_dir, &kind);
     if (!r)

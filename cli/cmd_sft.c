@@ -1,7 +1,6 @@
 /* rlhi sft: supervised fine-tuning on chat JSONL, loss on assistant
  * tokens, with TRL's option names. */
 #include <jansson.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -138,17 +137,7 @@ int cmd_sft(int argc, char **argv)
                                               "default: the model's)"},
             {"data", CLI_STR, &data, "training conversations (JSONL)"},
             {"output_dir", CLI_STR, &sc.output_dir, "where to write"},
-            {"learning_rate", CLI_DOUBLE, &sc.learning_rate, "2e-5"},
-            {"num_train_epochs", CLI_DOUBLE, &sc.num_train_epochs, "3"},
-            {"max_steps", CLI_I64, &sc.max_steps, "> 0 overrides epochs "
-                                                  "(-1)"},
-            {"per_device_train_batch_size", CLI_INT, &sc.batch_size, "8"},
-            {"gradient_accumulation_steps", CLI_INT, &sc.grad_accum, "1"},
-            {"max_length", CLI_INT, &sc.max_length, "1024"},
-            {"seed", CLI_I64, &seed, "42"},
-            {"warmup_ratio", CLI_DOUBLE, &sc.warmup_ratio, "0"},
-            {"weight_decay", CLI_DOUBLE, &sc.weight_decay, "0"},
-            {"max_grad_norm", CLI_DOUBLE, &sc.max_grad_norm, "1.0"},
+            CLI_TRAIN_OPTS(sc, seed, "2e-5", "3"),
             {"logging_steps", CLI_INT, &sc.logging_steps, "10"},
             {"save_steps", CLI_INT, &sc.save_steps, "500 (0: only the "
                                                     "final model)"},
@@ -190,11 +179,9 @@ int cmd_sft(int argc, char **argv)
             return cli_fail(r, "cannot make the model");
         init_weights(m, sc.seed);
     }
-    if (!tok_path)
-        tok_path = model_dir;
-    r = rlhi_tokenizer_load(&tok, tok_path);
+    r = cli_load_tokenizer(tok_path ? tok_path : model_dir, &tok, &copy_dir);
     if (r) {
-        result = cli_fail(r, "cannot load the tokenizer");
+        result = r;
         goto out;
     }
     if (rlhi_tokenizer_vocab_size(tok) > m->cfg.vocab_size) {
@@ -204,9 +191,6 @@ int cmd_sft(int argc, char **argv)
         result = EXIT_USAGE;
         goto out;
     }
-    copy_dir = rlhi_strdup(tok_path);
-    if (copy_dir && !rlhi_path_is_dir(copy_dir))
-        memmove(copy_dir, dirname(copy_dir), strlen(dirname(copy_dir)) + 1);
     sc.copy_from = copy_dir;
     if (tmpl)
         r = rlhi_chat_kind_from_name(tmpl, &kind);

@@ -12,44 +12,12 @@
 #include <jansson.h>
 
 #include "check.h"
+#include "learn_fixtures.h"
 #include "rlhi/reward.h"
 #include "rlhi/safetensors.h"
 #include "rlhi/tokenizer.h"
 #include "rlhi/dpo.h"
 #include "rlhi/train.h"
-
-static struct rlhi_model_config tiny_cfg(int V)
-{
-    struct rlhi_model_config c = {
-        .dim = 32, .hidden_dim = 64, .n_layers = 2, .n_heads = 4,
-        .n_kv_heads = 2, .head_dim = 8, .vocab_size = V,
-        .max_seq_len = 64, .norm_eps = 1e-5f, .rope_theta = 10000.0f,
-        .rope = RLHI_ROPE_HALF, .tied_embeddings = false, .qkv_bias = false,
-        .bos_id = -1, .eos_id = -1,
-    };
-    return c;
-}
-
-static struct rlhi_model *tiny_model(int V, uint64_t seed, float scale)
-{
-    struct rlhi_model_config cfg = tiny_cfg(V);
-    struct rlhi_model *m = NULL;
-    struct rlhi_rng r;
-
-    if (rlhi_model_new(&m, &cfg))
-        return NULL;
-    rlhi_rng_seed(&r, seed);
-    for (size_t i = 0; i < m->n_params; i++)
-        m->params[i] = (float)(scale * rlhi_rng_normal(&r));
-    for (int l = 0; l < cfg.n_layers; l++)
-        for (int j = 0; j < cfg.dim; j++) {
-            m->w.layers[l].attn_norm[j] = 1.0f;
-            m->w.layers[l].ffn_norm[j] = 1.0f;
-        }
-    for (int j = 0; j < cfg.dim; j++)
-        m->w.final_norm[j] = 1.0f;
-    return m;
-}
 
 /* ---- loss formulas -------------------------------------------------- */
 
@@ -609,30 +577,6 @@ static void fixture_tests(void)
 
 /* ---- learning ------------------------------------------------------- */
 
-enum { MARK = 7, LV = 40 };
-
-/* Pairs whose chosen answer holds the marker token and rejected not. */
-static void marker_pairs(struct rlhi_dpo_data *d, uint64_t seed, int n)
-{
-    struct rlhi_rng r;
-    int32_t p[12], a[8], b[8];
-
-    rlhi_rng_seed(&r, seed);
-    for (int e = 0; e < n; e++) {
-        int np = 3 + (int)rlhi_rng_below(&r, 6);
-        int na = 3 + (int)rlhi_rng_below(&r, 4);
-
-        for (int i = 0; i < np; i++)
-            p[i] = 10 + (int32_t)rlhi_rng_below(&r, LV - 10);
-        for (int i = 0; i < na; i++) {
-            a[i] = 10 + (int32_t)rlhi_rng_below(&r, LV - 10);
-            b[i] = 10 + (int32_t)rlhi_rng_below(&r, LV - 10);
-        }
-        a[rlhi_rng_below(&r, (uint64_t)na)] = MARK;
-        rlhi_dpo_data_add(d, p, np, a, na, b, na, 0, 64);
-    }
-}
-
 static double heldout_accuracy(struct rlhi_train *t, struct rlhi_model *m,
                                const struct rlhi_dpo_data *h,
                                const double *rc, const double *rr)
@@ -659,8 +603,8 @@ static void learning_tests(const char *tmp)
     int B, T;
 
     TEST("dpo learns a marker preference") {
-        marker_pairs(&d, 1, 64);
-        marker_pairs(&h, 2, 48);
+        marker_pairs(&d, 1, 64, 0);
+        marker_pairs(&h, 2, 48, 0);
         rlhi_dpo_batch_shape(&h, 48, false, &B, &T);
         CHECK_OK(rlhi_train_new(&t, m, B, T));
         CHECK_OK(rlhi_dpo_logps(t, m, &h, NULL, h.n, false, rc, rr));
@@ -702,7 +646,7 @@ static void cache_tests(const char *tmp)
     size_t len;
 
     TEST("reference log-probs are cached and reused") {
-        marker_pairs(&d, 5, 12);
+        marker_pairs(&d, 5, 12, 0);
         rlhi_dpo_config_init(&cfg);
         snprintf(out, sizeof out, "%s/cache", tmp);
         cfg.output_dir = out;
@@ -832,12 +776,6 @@ int main(void)
     learning_tests(tmp);
     cache_tests(tmp);
     iterate_tests(tmp);
-    {
-        char cmd[600];
-
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-        if (system(cmd) != 0)
-            fprintf(stderr, "cannot remove '%s'\n", tmp);
-    }
+    remove_tmpdir(tmp);
     return check_summary();
 }

@@ -8,57 +8,10 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "learn_fixtures.h"
 #include "rlhi/reward.h"
 #include "rlhi/safetensors.h"
 #include "rlhi/train.h"
-
-enum { MARK = 7, LV = 40 };
-
-static struct rlhi_model *tiny_model(uint64_t seed, float scale)
-{
-    struct rlhi_model_config c = {
-        .dim = 32, .hidden_dim = 64, .n_layers = 2, .n_heads = 4,
-        .n_kv_heads = 2, .head_dim = 8, .vocab_size = LV,
-        .max_seq_len = 64, .norm_eps = 1e-5f, .rope_theta = 10000.0f,
-        .rope = RLHI_ROPE_HALF, .bos_id = -1, .eos_id = -1,
-    };
-    struct rlhi_model *m = NULL;
-    struct rlhi_rng r;
-
-    if (rlhi_model_new(&m, &c))
-        return NULL;
-    rlhi_rng_seed(&r, seed);
-    for (size_t i = 0; i < m->n_params; i++)
-        m->params[i] = (float)(scale * rlhi_rng_normal(&r));
-    for (int l = 0; l < c.n_layers; l++)
-        for (int j = 0; j < c.dim; j++)
-            m->w.layers[l].attn_norm[j] = m->w.layers[l].ffn_norm[j] = 1;
-    for (int j = 0; j < c.dim; j++)
-        m->w.final_norm[j] = 1;
-    return m;
-}
-
-static void marker_pairs(struct rlhi_dpo_data *d, uint64_t seed, int n,
-                         float margin)
-{
-    struct rlhi_rng r;
-    int32_t p[12], a[8], b[8];
-
-    rlhi_rng_seed(&r, seed);
-    for (int e = 0; e < n; e++) {
-        int np = 3 + (int)rlhi_rng_below(&r, 6);
-        int na = 3 + (int)rlhi_rng_below(&r, 4);
-
-        for (int i = 0; i < np; i++)
-            p[i] = 10 + (int32_t)rlhi_rng_below(&r, LV - 10);
-        for (int i = 0; i < na; i++) {
-            a[i] = 10 + (int32_t)rlhi_rng_below(&r, LV - 10);
-            b[i] = 10 + (int32_t)rlhi_rng_below(&r, LV - 10);
-        }
-        a[rlhi_rng_below(&r, (uint64_t)na)] = MARK;
-        rlhi_dpo_data_add(d, p, np, a, na, b, na, margin, 64);
-    }
-}
 
 int main(void)
 {
@@ -81,7 +34,7 @@ int main(void)
         int lens[2] = {5, 3};
         double r2[2], r1;
 
-        CHECK_OK(rlhi_reward_new(&rm, tiny_model(3, 0.1f), 9));
+        CHECK_OK(rlhi_reward_new(&rm, tiny_model(LV, 3, 0.1f), 9));
         CHECK_OK(rlhi_reward_score(rm, seqs, lens, 2, r2));
         /* padding to the longer row must not change the shorter */
         CHECK_OK(rlhi_reward_score(rm, seqs + 1, lens + 1, 1, &r1));
@@ -158,12 +111,6 @@ int main(void)
     rlhi_reward_free(back);
     rlhi_dpo_data_release(&d);
     rlhi_dpo_data_release(&h);
-    {
-        char cmd[600];
-
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-        if (system(cmd) != 0)
-            fprintf(stderr, "cannot remove '%s'\n", tmp);
-    }
+    remove_tmpdir(tmp);
     return check_summary();
 }

@@ -9,67 +9,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "learn/learn_internal.h"
 #include "rlhi/dpo.h"
-
-/* DESIGN.md section 6's Llama shape, as bench_train.c. */
-static const struct rlhi_model_config bench_cfg = {
-    .dim = 768, .hidden_dim = 2048, .n_layers = 12, .n_heads = 12,
-    .n_kv_heads = 4, .head_dim = 64, .vocab_size = 32000,
-    .max_seq_len = 1024, .norm_eps = 1e-5f, .rope_theta = 10000.0f,
-    .rope = RLHI_ROPE_HALF, .tied_embeddings = false, .qkv_bias = false,
-    .bos_id = 1, .eos_id = 2,
-};
 
 /* The same DPO step in plain PyTorch, TRL's way: chosen and rejected
  * concatenated into 2P rows of T tokens (the prompt twice), reference
- * model in memory under no_grad. Prints "ms <mean>". */
-static const char torch_script[] =
+ * model in memory under no_grad. Prints "ms <mean>" and "cpu <mean>".
+ * The model between head and tail comes from rlhi__run_torch(). */
+static const char torch_head[] =
     "import sys, time, math, copy, torch\n"
     "import torch.nn.functional as F\n"
     "P_, T, steps, thr = (int(a) for a in sys.argv[1:5])\n"
     "B = 2 * P_; NP = T // 2\n"
-    "torch.set_num_threads(thr); torch.manual_seed(0)\n"
-    "C, L, NH, KVH, HS, FF, V = 768, 12, 12, 4, 64, 2048, 32000\n"
-    "def lin(o, i): return torch.nn.Parameter(torch.randn(o, i) * 0.02)\n"
-    "P = [lin(V, C)]\n"
-    "for l in range(L):\n"
-    "    P += [torch.nn.Parameter(torch.ones(C)), lin(NH*HS, C),\n"
-    "          lin(KVH*HS, C), lin(KVH*HS, C), lin(C, NH*HS),\n"
-    "          torch.nn.Parameter(torch.ones(C)), lin(FF, C), lin(FF, C),\n"
-    "          lin(C, FF)]\n"
-    "P += [torch.nn.Parameter(torch.ones(C)), lin(V, C)]\n"
+    "torch.set_num_threads(thr); torch.manual_seed(0)\n";
+static const char torch_tail[] =
     "R = [p.detach().clone() for p in P]\n"
-    "half = HS // 2\n"
-    "fr = 1.0 / 10000.0 ** (torch.arange(half).float() * 2 / HS)\n"
-    "ang = torch.arange(T).float()[:, None] * fr\n"
-    "cs, sn = torch.cos(ang), torch.sin(ang)\n"
-    "mask = torch.ones(T, T).tril().bool()\n"
-    "def rms(x, w):\n"
-    "    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True)"
-    " + 1e-5))\n"
-    "def rope(x):\n"
-    "    a, b = x[..., :half], x[..., half:]\n"
-    "    return torch.cat((a * cs - b * sn, a * sn + b * cs), -1)\n"
-    "def fwd(P, tok):\n"
-    "    x = P[0][tok]\n"
-    "    for l in range(L):\n"
-    "        an, wq, wk, wv, wo, fn, wg, wu, wd = P[1+9*l:10+9*l]\n"
-    "        h = rms(x, an)\n"
-    "        q = (h @ wq.T).view(B, T, NH, HS).transpose(1, 2)\n"
-    "        k = (h @ wk.T).view(B, T, KVH, HS).transpose(1, 2)\n"
-    "        v = (h @ wv.T).view(B, T, KVH, HS).transpose(1, 2)\n"
-    "        q, k = rope(q), rope(k)\n"
-    "        k = k.repeat_interleave(NH // KVH, 1)\n"
-    "        v = v.repeat_interleave(NH // KVH, 1)\n"
-    "        a = (q @ k.transpose(-1, -2)) / math.sqrt(HS)\n"
-    "        a = a.masked_fill(~mask, float('-inf')).softmax(-1)\n"
-    "        x = x + (a @ v).transpose(1, 2).reshape(B, T, C) @ wo.T\n"
-    "        h = rms(x, fn)\n"
-    "        x = x + (F.silu(h @ wg.T) * (h @ wu.T)) @ wd.T\n"
-    "    return rms(x, P[-2]) @ P[-1].T\n"
     "tok = torch.randint(0, V, (B, T))\n"
     "tok[P_:, :NP] = tok[:P_, :NP]\n"
     "m = torch.zeros(B, T - 1); m[:, NP - 1:] = 1\n"
@@ -93,51 +48,36 @@ static const char torch_script[] =
     "print('ms', (time.perf_counter() - t0) * 1000 / steps)\n"
     "print('cpu', (time.process_time() - c0) * 1000 / steps)\n";
 
+struct torch_out {
+    double ms, cpu_ms;
+};
+
+static void torch_line(const char *line, void *ctx)
+{
+    struct torch_out *o = ctx;
+
+    if (!strncmp(line, "ms ", 3))
+        o->ms = atof(line + 3);
+    else if (!strncmp(line, "cpu ", 4))
+        o->cpu_ms = atof(line + 4);
+}
+
+/* The PyTorch step's ms (and CPU ms in *cpu_ms, left alone when it does
+ * not print one), or -1 when PyTorch is missing or fails. */
 static double run_torch(int pairs, int T, int steps, int threads,
                         double *cpu_ms)
 {
-    char path[] = "/tmp/rlhi-bench-dpo-XXXXXX";
-    char cmd[512], line[256];
-    double ms = -1;
-    FILE *p;
-    int fd;
+    struct torch_out o = {-1, *cpu_ms};
+    char args[128];
 
-    if (system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1"))
+    snprintf(args, sizeof args, "%d %d %d %d", pairs, T, steps, threads);
+    if (rlhi__run_torch("dpo", torch_head, torch_tail, args, torch_line, &o))
         return -1;
-    fd = mkstemp(path);
-    if (fd < 0)
-        return -1;
-    if (write(fd, torch_script, sizeof torch_script - 1) !=
-        (ssize_t)(sizeof torch_script - 1)) {
-        close(fd);
-        unlink(path);
-        return -1;
-    }
-    close(fd);
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s %d %d %d %d 2>/dev/null",
-             path, pairs, T, steps, threads);
-    p = popen(cmd, "r");
-    if (p) {
-        while (fgets(line, sizeof line, p))
-            if (!strncmp(line, "ms ", 3))
-                ms = atof(line + 3);
-            else if (!strncmp(line, "cpu ", 4))
-                *cpu_ms = atof(line + 4);
-        pclose(p);
-    }
-    unlink(path);
-    return ms;
+    *cpu_ms = o.cpu_ms;
+    return o.ms;
 }
 
 /* Mean time of `steps` DPO steps (after one warm-up) in one layout. */
-static double cpu_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int time_steps(struct rlhi_model *m, struct rlhi_model *ref,
                       const struct rlhi_dpo_data *d, bool share, int steps,
                       double *ms, double *cpu_ms, double *ms_ref,
@@ -158,7 +98,7 @@ static int time_steps(struct rlhi_model *m, struct rlhi_model *ref,
     if (!err)
         err = rlhi_adamw_init(&opt, m->n_params, &m->cfg);
     for (int s = -1; s < steps && !err; s++) {
-        double t0 = rlhi_time_now(), c0 = cpu_now(), t1;
+        double t0 = rlhi_time_now(), c0 = rlhi__cpu_now(), t1;
 
         err = rlhi_dpo_logps(t, ref, d, idx, d->n, share, rc, rr);
         t1 = rlhi_time_now();
@@ -173,7 +113,7 @@ static int time_steps(struct rlhi_model *m, struct rlhi_model *ref,
                                                       m->n_params), 1.0));
         if (s >= 0) {
             tot += rlhi_time_now() - t0;
-            tcpu += cpu_now() - c0;
+            tcpu += rlhi__cpu_now() - c0;
             tref += t1 - t0;
         }
         *ntok = mt.tokens;
@@ -189,7 +129,7 @@ static int time_steps(struct rlhi_model *m, struct rlhi_model *ref,
 int rlhi_bench_dpo(int pairs, int T, int steps, bool torch,
                    struct rlhi_bench_dpo_result *r)
 {
-    const struct rlhi_model_config *c = &bench_cfg;
+    const struct rlhi_model_config *c = &rlhi__bench_cfg;
     struct rlhi_model *m = NULL, *ref = NULL;
     struct rlhi_dpo_data d = {0};
     struct rlhi_rng rng;
@@ -215,14 +155,7 @@ int rlhi_bench_dpo(int pairs, int T, int steps, bool torch,
         goto done;
 
     /* Random weights N(0, 0.02), norms 1; reference = policy. */
-    rlhi_rng_seed(&rng, 1234);
-    for (size_t i = 0; i < m->n_params; i++)
-        m->params[i] = (float)(0.02 * rlhi_rng_normal(&rng));
-    for (int l = 0; l < c->n_layers; l++)
-        for (int i = 0; i < c->dim; i++)
-            m->w.layers[l].attn_norm[i] = m->w.layers[l].ffn_norm[i] = 1;
-    for (int i = 0; i < c->dim; i++)
-        m->w.final_norm[i] = 1;
+    rlhi__bench_weights(m, &rng);
     memcpy(ref->params, m->params, m->n_params * sizeof(float));
 
     /* pairs of [prompt T/2 | answer T/2] */

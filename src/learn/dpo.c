@@ -303,28 +303,16 @@ int rlhi_dpo_data_load(struct rlhi_dpo_data *d, const char *path,
     r = rlhi_jsonl_open(&rd, path);
     if (r)
         return r;
-    for (;;) {
-        r = rlhi_jsonl_next(rd, &root);
-        if (r == 0)
-            break;
-        if (r == RLHI_EFORMAT) {
-            rlhi_warn("%s", rlhi_errmsg());
-            d->skipped++;
-            continue;
-        }
-        if (r < 0)
-            goto out;
+    while ((r = rlhi__next_record(rd, &root, &d->skipped)) > 0) {
         r = one_pair(d, root, tok, kind, max_length, no_persona, &tc, &tr);
         json_decref(root);
         if (r == RLHI_ENOMEM)
             goto out;
-        if (r < 0) {
-            rlhi_warn("%s:%llu: %s", path,
-                      (unsigned long long)rlhi_jsonl_line_no(rd),
-                      rlhi_errmsg());
-            d->skipped++;
-        }
+        if (r < 0)
+            rlhi__skip_record(path, rd, &d->skipped);
     }
+    if (r < 0)
+        goto out;
     r = 0;
     if (d->dropped)
         rlhi_warn("%s: %lld pairs dropped: the prompt alone is longer than "
@@ -880,42 +868,20 @@ static int check_config(const struct rlhi_dpo_config *c)
     return 0;
 }
 
-static void epoch_order(int *perm, int n, uint64_t seed, int64_t epoch,
-                        struct rlhi_rng *rng)
-{
-    rlhi_rng_seed(rng, seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(epoch + 1)));
-    for (int i = 0; i < n; i++)
-        perm[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)rlhi_rng_below(rng, (uint64_t)i + 1), x = perm[i];
-
-        perm[i] = perm[j];
-        perm[j] = x;
-    }
-}
-
 static int log_metrics(const char *path, const struct rlhi_dpo_metrics *m,
                        double gnorm, double lr, int64_t ntok, double epoch,
                        int64_t step)
 {
-    FILE *f = fopen(path, "a");
-    int ok;
-
-    if (!f)
-        return rlhi_err_errno(RLHI_EIO, "cannot open '%s'", path);
-    fprintf(f, "{\"loss\": %.6g, \"rewards/chosen\": %.6g, "
-               "\"rewards/rejected\": %.6g, \"rewards/margins\": %.6g, "
-               "\"rewards/accuracies\": %.6g, \"logps/chosen\": %.6g, "
-               "\"logps/rejected\": %.6g, \"grad_norm\": %.6g, "
-               "\"learning_rate\": %.6g, \"num_tokens\": %lld, "
-               "\"epoch\": %.4f, \"step\": %lld}\n", m->loss,
-            m->reward_chosen, m->reward_rejected, m->margin, m->accuracy,
-            m->logps_chosen, m->logps_rejected, gnorm, lr, (long long)ntok,
-            epoch, (long long)step);
-    ok = !ferror(f);
-    if (fclose(f) || !ok)
-        return rlhi_err_errno(RLHI_EIO, "cannot write '%s'", path);
-    return 0;
+    return rlhi__append_line(
+        path, "{\"loss\": %.6g, \"rewards/chosen\": %.6g, "
+              "\"rewards/rejected\": %.6g, \"rewards/margins\": %.6g, "
+              "\"rewards/accuracies\": %.6g, \"logps/chosen\": %.6g, "
+              "\"logps/rejected\": %.6g, \"grad_norm\": %.6g, "
+              "\"learning_rate\": %.6g, \"num_tokens\": %lld, "
+              "\"epoch\": %.4f, \"step\": %lld}\n", m->loss,
+        m->reward_chosen, m->reward_rejected, m->margin, m->accuracy,
+        m->logps_chosen, m->logps_rejected, gnorm, lr, (long long)ntok,
+        epoch, (long long)step);
 }
 
 /* Adds batch metrics `b` into the window sum `w` (pair-weighted). */
@@ -969,7 +935,7 @@ int rlhi_dpo_train(struct rlhi_model *m, const struct rlhi_dpo_data *d,
     int *perm = NULL, B, T, bs = cfg->batch_size, r;
     double *ref_c = NULL, *ref_r = NULL, *rc_mb = NULL, *rr_mb = NULL;
     char *metrics = NULL;
-    int64_t micro_per_epoch, steps_per_epoch, warmup, win_steps = 0;
+    int64_t steps_per_epoch, warmup, win_steps = 0;
     double t0 = rlhi_time_now();
     bool prog_on = false;
 
@@ -985,16 +951,12 @@ int rlhi_dpo_train(struct rlhi_model *m, const struct rlhi_dpo_data *d,
     if (r)
         return r;
 
-    micro_per_epoch = (d->n + bs - 1) / bs;
-    steps_per_epoch = (micro_per_epoch + cfg->grad_accum - 1) /
-                      cfg->grad_accum;
-    st.total_steps = cfg->max_steps > 0
-                         ? cfg->max_steps
-                         : (int64_t)ceil(cfg->num_train_epochs *
-                                         (double)steps_per_epoch);
+    steps_per_epoch = rlhi__schedule(d->n, bs, cfg->grad_accum,
+                                     cfg->max_steps, cfg->num_train_epochs,
+                                     cfg->warmup_ratio, &st.total_steps,
+                                     &warmup);
     st.seed = cfg->seed;
     st.rope = m->cfg.rope;
-    warmup = rlhi_warmup_steps(cfg->warmup_ratio, st.total_steps);
 
     perm = rlhi_malloc((size_t)d->n * sizeof *perm);
     ref_c = rlhi_malloc((size_t)d->n * 2 * sizeof *ref_c);
@@ -1034,7 +996,7 @@ int rlhi_dpo_train(struct rlhi_model *m, const struct rlhi_dpo_data *d,
     r = rlhi_adamw_init(&opt, m->n_params, &m->cfg);
     if (r)
         goto out;
-    epoch_order(perm, d->n, st.seed, st.epoch, &st.rng);
+    rlhi__epoch_order(perm, d->n, st.seed, st.epoch, &st.rng);
 
     rlhi_info("dpo: %d pairs, %lld steps (%lld per epoch), batch %d x %d "
               "accumulation, rows %d x %d (%s), loss %s beta %g", d->n,
@@ -1090,12 +1052,9 @@ int rlhi_dpo_train(struct rlhi_model *m, const struct rlhi_dpo_data *d,
         }
 
         gnorm = rlhi_grad_norm(t->grad.params, m->n_params);
-        if (!isfinite(gnorm)) {
-            r = rlhi_err(RLHI_ENUMERIC, "step %lld: gradient norm is not "
-                         "finite (%g); stopping without saving",
-                         (long long)st.step + 1, gnorm);
+        r = rlhi__check_grad_norm(gnorm, st.step);
+        if (r)
             goto out;
-        }
         lr = rlhi_lr_cosine(cfg->learning_rate, st.step, warmup,
                             st.total_steps);
         rlhi_adamw_step(&opt, m->params, t->grad.params, (float)lr,
@@ -1107,12 +1066,11 @@ int rlhi_dpo_train(struct rlhi_model *m, const struct rlhi_dpo_data *d,
         if (st.row >= d->n) {
             st.epoch++;
             st.row = 0;
-            epoch_order(perm, d->n, st.seed, st.epoch, &st.rng);
+            rlhi__epoch_order(perm, d->n, st.seed, st.epoch, &st.rng);
         }
 
-        if (cfg->logging_steps > 0 &&
-            (st.step % cfg->logging_steps == 0 ||
-             st.step == st.total_steps)) {
+        if (rlhi__is_log_step(st.step, cfg->logging_steps,
+                              st.total_steps)) {
             double ep = (double)st.step / (double)steps_per_epoch;
 
             metrics_scale(&win, 1.0 / (win.pairs ? win.pairs : 1));
@@ -1134,15 +1092,12 @@ int rlhi_dpo_train(struct rlhi_model *m, const struct rlhi_dpo_data *d,
             memset(&win, 0, sizeof win);
             win_steps = 0;
         }
-        if (cfg->save_steps > 0 && st.step % cfg->save_steps == 0 &&
-            st.step < st.total_steps) {
-            char name[64], *dir;
+        if (rlhi__is_save_step(st.step, cfg->save_steps, st.total_steps)) {
+            char *dir = NULL;
 
-            snprintf(name, sizeof name, "checkpoint-%lld",
-                     (long long)st.step);
-            dir = rlhi_path_join(cfg->output_dir, name);
-            r = dir ? save_dir(dir, cfg, m, &opt, &st)
-                    : rlhi_err(RLHI_ENOMEM, "cannot save a checkpoint");
+            r = rlhi__checkpoint_dir(cfg->output_dir, st.step, &dir);
+            if (!r)
+                r = save_dir(dir, cfg, m, &opt, &st);
             rlhi_free(dir);
             if (r)
                 goto out;

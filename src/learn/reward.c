@@ -394,40 +394,18 @@ out:
 
 /* ---- training ------------------------------------------------------- */
 
-static void epoch_order(int *perm, int n, uint64_t seed, int64_t epoch,
-                        struct rlhi_rng *rng)
-{
-    rlhi_rng_seed(rng, seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(epoch + 1)));
-    for (int i = 0; i < n; i++)
-        perm[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)rlhi_rng_below(rng, (uint64_t)i + 1), x = perm[i];
-
-        perm[i] = perm[j];
-        perm[j] = x;
-    }
-}
-
 static int log_metrics(const char *path, const struct rlhi_reward_metrics *m,
                        double gnorm, double lr, int64_t ntok, double epoch,
                        int64_t step)
 {
-    FILE *f = fopen(path, "a");
-    int ok;
-
-    if (!f)
-        return rlhi_err_errno(RLHI_EIO, "cannot open '%s'", path);
-    fprintf(f, "{\"loss\": %.6g, \"accuracy\": %.6g, \"margin\": %.6g, "
-               "\"min_reward\": %.6g, \"mean_reward\": %.6g, "
-               "\"max_reward\": %.6g, \"grad_norm\": %.6g, "
-               "\"learning_rate\": %.6g, \"num_tokens\": %lld, "
-               "\"epoch\": %.4f, \"step\": %lld}\n", m->loss, m->accuracy,
-            m->margin, m->min, m->mean, m->max, gnorm, lr, (long long)ntok,
-            epoch, (long long)step);
-    ok = !ferror(f);
-    if (fclose(f) || !ok)
-        return rlhi_err_errno(RLHI_EIO, "cannot write '%s'", path);
-    return 0;
+    return rlhi__append_line(
+        path, "{\"loss\": %.6g, \"accuracy\": %.6g, \"margin\": %.6g, "
+              "\"min_reward\": %.6g, \"mean_reward\": %.6g, "
+              "\"max_reward\": %.6g, \"grad_norm\": %.6g, "
+              "\"learning_rate\": %.6g, \"num_tokens\": %lld, "
+              "\"epoch\": %.4f, \"step\": %lld}\n", m->loss, m->accuracy,
+        m->margin, m->min, m->mean, m->max, gnorm, lr, (long long)ntok,
+        epoch, (long long)step);
 }
 
 int rlhi_reward_train(struct rlhi_reward *rm, const struct rlhi_dpo_data *d,
@@ -462,11 +440,9 @@ int rlhi_reward_train(struct rlhi_reward *rm, const struct rlhi_dpo_data *d,
     r = rlhi_model_own(m);
     if (r)
         return r;
-    spe = ((d->n + bs - 1) / bs + cfg->grad_accum - 1) / cfg->grad_accum;
-    total = cfg->max_steps > 0 ? cfg->max_steps
-                               : (int64_t)ceil(cfg->num_train_epochs *
-                                               (double)spe);
-    warmup = rlhi_warmup_steps(cfg->warmup_ratio, total);
+    spe = rlhi__schedule(d->n, bs, cfg->grad_accum, cfg->max_steps,
+                         cfg->num_train_epochs, cfg->warmup_ratio, &total,
+                         &warmup);
     rlhi_dpo_batch_shape(d, bs, false, &B, &T);
     perm = rlhi_malloc((size_t)d->n * sizeof *perm);
     rr = rlhi_malloc((size_t)4 * bs * sizeof *rr);
@@ -488,7 +464,7 @@ int rlhi_reward_train(struct rlhi_reward *rm, const struct rlhi_dpo_data *d,
         r = rlhi_adamw_init(&hopt, (size_t)C, NULL);
     if (r)
         goto out;
-    epoch_order(perm, d->n, cfg->seed, epoch, &rng);
+    rlhi__epoch_order(perm, d->n, cfg->seed, epoch, &rng);
     rlhi_info("reward: %d pairs, %lld steps, batch %d x %d accumulation",
               d->n, (long long)total, bs, cfg->grad_accum);
 
@@ -532,12 +508,9 @@ int rlhi_reward_train(struct rlhi_reward *rm, const struct rlhi_dpo_data *d,
         /* one global norm over the transformer and the head */
         gn = rlhi_grad_norm(t->grad.params, m->n_params);
         gn = sqrt(gn * gn + pow(rlhi_grad_norm(gw, (size_t)C), 2));
-        if (!isfinite(gn)) {
-            r = rlhi_err(RLHI_ENUMERIC, "step %lld: gradient norm is not "
-                         "finite (%g); stopping without saving",
-                         (long long)step + 1, gn);
+        r = rlhi__check_grad_norm(gn, step);
+        if (r)
             goto out;
-        }
         lr = rlhi_lr_cosine(cfg->learning_rate, step, warmup, total);
         coef = rlhi_clip_coef(gn, cfg->max_grad_norm);
         rlhi_adamw_step(&opt, m->params, t->grad.params, (float)lr,
@@ -548,10 +521,9 @@ int rlhi_reward_train(struct rlhi_reward *rm, const struct rlhi_dpo_data *d,
         if (row >= d->n) {
             row = 0;
             epoch++;
-            epoch_order(perm, d->n, cfg->seed, epoch, &rng);
+            rlhi__epoch_order(perm, d->n, cfg->seed, epoch, &rng);
         }
-        if (cfg->logging_steps > 0 &&
-            (step % cfg->logging_steps == 0 || step == total)) {
+        if (rlhi__is_log_step(step, cfg->logging_steps, total)) {
             double ep = (double)step / (double)spe;
 
             metrics_finish(&win);
@@ -566,14 +538,12 @@ int rlhi_reward_train(struct rlhi_reward *rm, const struct rlhi_dpo_data *d,
             res->last = win;
             memset(&win, 0, sizeof win);
         }
-        if (cfg->save_steps > 0 && step % cfg->save_steps == 0 &&
-            step < total) {
-            char name[64], *dir;
+        if (rlhi__is_save_step(step, cfg->save_steps, total)) {
+            char *dir = NULL;
 
-            snprintf(name, sizeof name, "checkpoint-%lld", (long long)step);
-            dir = rlhi_path_join(cfg->output_dir, name);
-            r = dir ? rlhi_reward_save(rm, dir, cfg->copy_from)
-                    : rlhi_err(RLHI_ENOMEM, "cannot save a checkpoint");
+            r = rlhi__checkpoint_dir(cfg->output_dir, step, &dir);
+            if (!r)
+                r = rlhi_reward_save(rm, dir, cfg->copy_from);
             rlhi_free(dir);
             if (r)
                 goto out;

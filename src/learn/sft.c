@@ -209,26 +209,13 @@ int rlhi_sft_data_load(struct rlhi_sft_data *d, const char *path,
     r = rlhi_jsonl_open(&rd, path);
     if (r)
         return r;
-    for (;;) {
-        r = rlhi_jsonl_next(rd, &root);
-        if (r == 0)
-            break;
-        if (r == RLHI_EFORMAT) {
-            rlhi_warn("%s", rlhi_errmsg());
-            d->skipped++;
-            continue;
-        }
-        if (r < 0)
-            goto out;
+    while ((r = rlhi__next_record(rd, &root, &d->skipped)) > 0) {
         r = rlhi__sft_example(root, tok, kind, &t);
         json_decref(root);
         if (r == RLHI_ENOMEM)
             goto out;
         if (r) {
-            rlhi_warn("%s:%llu: %s", path,
-                      (unsigned long long)rlhi_jsonl_line_no(rd),
-                      rlhi_errmsg());
-            d->skipped++;
+            rlhi__skip_record(path, rd, &d->skipped);
             continue;
         }
         r = rlhi_sft_data_add(d, t.id, t.sc,
@@ -237,6 +224,8 @@ int rlhi_sft_data_load(struct rlhi_sft_data *d, const char *path,
         if (r)
             goto out;
     }
+    if (r < 0)
+        goto out;
     r = 0;
     if (d->n == 0)
         r = rlhi_err(RLHI_EFORMAT, "no usable conversation in '%s' (%lld "
@@ -282,24 +271,6 @@ static int make_rows(const struct rlhi_sft_data *d, int max_len, bool pack,
     *out = rows;
     *nrows = n;
     return 0;
-}
-
-/* The order of rows in `epoch`: Fisher-Yates with a generator seeded by
- * the run's seed and the epoch. Leaves the generator in *rng. */
-static void epoch_order(int *perm, int n, uint64_t seed, int64_t epoch,
-                        struct rlhi_rng *rng)
-{
-    int i;
-
-    rlhi_rng_seed(rng, seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(epoch + 1)));
-    for (i = 0; i < n; i++)
-        perm[i] = i;
-    for (i = n - 1; i > 0; i--) {
-        int j = (int)rlhi_rng_below(rng, (uint64_t)i + 1), x = perm[i];
-
-        perm[i] = perm[j];
-        perm[j] = x;
-    }
 }
 
 /* Builds micro-batch (B, T) from rows perm[at .. at+nb). Padding has
@@ -380,14 +351,12 @@ static int save_checkpoint(const struct rlhi_sft_config *cfg,
                            const struct rlhi_adamw *o,
                            const struct rlhi_trainer_state *st)
 {
-    char name[64];
     char *dir;
     int r;
 
-    snprintf(name, sizeof name, "checkpoint-%lld", (long long)st->step);
-    dir = rlhi_path_join(cfg->output_dir, name);
-    if (!dir)
-        return rlhi_err(RLHI_ENOMEM, "cannot save a checkpoint");
+    r = rlhi__checkpoint_dir(cfg->output_dir, st->step, &dir);
+    if (r)
+        return r;
     r = rlhi_checkpoint_save(dir, m, o, st);
     if (!r)
         r = rlhi__copy_tokenizer(cfg->copy_from, dir);
@@ -401,19 +370,11 @@ static int save_checkpoint(const struct rlhi_sft_config *cfg,
 static int log_metrics(const char *path, double loss, double gnorm,
                        double lr, int64_t ntok, double epoch, int64_t step)
 {
-    FILE *f = fopen(path, "a");
-    int ok;
-
-    if (!f)
-        return rlhi_err_errno(RLHI_EIO, "cannot open '%s'", path);
-    fprintf(f, "{\"loss\": %.6g, \"grad_norm\": %.6g, \"learning_rate\": "
-               "%.6g, \"num_tokens\": %lld, \"epoch\": %.4f, \"step\": "
-               "%lld}\n", loss, gnorm, lr, (long long)ntok, epoch,
-            (long long)step);
-    ok = !ferror(f);
-    if (fclose(f) || !ok)
-        return rlhi_err_errno(RLHI_EIO, "cannot write '%s'", path);
-    return 0;
+    return rlhi__append_line(path, "{\"loss\": %.6g, \"grad_norm\": %.6g, "
+                             "\"learning_rate\": %.6g, \"num_tokens\": "
+                             "%lld, \"epoch\": %.4f, \"step\": %lld}\n",
+                             loss, gnorm, lr, (long long)ntok, epoch,
+                             (long long)step);
 }
 
 /* ---- the loop ------------------------------------------------------- */
@@ -450,7 +411,7 @@ int rlhi_sft_train(struct rlhi_model *m, const struct rlhi_sft_data *d,
     int32_t *tok = NULL, *tgt = NULL, *seg = NULL;
     float *w = NULL;
     char *metrics = NULL;
-    int64_t micro_per_epoch, steps_per_epoch, warmup;
+    int64_t steps_per_epoch, warmup;
     double t0 = rlhi_time_now(), gnorm = 0;
     bool prog_on = false;
 
@@ -473,16 +434,12 @@ int rlhi_sft_train(struct rlhi_model *m, const struct rlhi_sft_data *d,
     }
 
     /* Schedule length, from the epochs unless max_steps is given. */
-    micro_per_epoch = (nrows + B - 1) / B;
-    steps_per_epoch = (micro_per_epoch + cfg->grad_accum - 1) /
-                      cfg->grad_accum;
-    st.total_steps = cfg->max_steps > 0
-                         ? cfg->max_steps
-                         : (int64_t)ceil(cfg->num_train_epochs *
-                                         (double)steps_per_epoch);
+    steps_per_epoch = rlhi__schedule(nrows, B, cfg->grad_accum,
+                                     cfg->max_steps, cfg->num_train_epochs,
+                                     cfg->warmup_ratio, &st.total_steps,
+                                     &warmup);
     st.seed = cfg->seed;
     st.rope = m->cfg.rope;
-    warmup = rlhi_warmup_steps(cfg->warmup_ratio, st.total_steps);
 
     /* Buffers: T is the longest row (packing fills rows up to it). */
     T = 0;
@@ -534,7 +491,7 @@ int rlhi_sft_train(struct rlhi_model *m, const struct rlhi_sft_data *d,
     r = rlhi_train_new(&t, m, B, T);
     if (r)
         goto out;
-    epoch_order(perm, nrows, st.seed, st.epoch, &st.rng);
+    rlhi__epoch_order(perm, nrows, st.seed, st.epoch, &st.rng);
 
     rlhi_info("sft: %d examples in %d rows of up to %d tokens, %lld steps "
               "(%lld per epoch), batch %d x %d accumulation", d->n, nrows,
@@ -602,12 +559,9 @@ int rlhi_sft_train(struct rlhi_model *m, const struct rlhi_sft_data *d,
 
         /* Clip, check, update. */
         gnorm = rlhi_grad_norm(t->grad.params, m->n_params);
-        if (!isfinite(gnorm)) {
-            r = rlhi_err(RLHI_ENUMERIC, "step %lld: gradient norm is not "
-                         "finite (%g); stopping without saving",
-                         (long long)st.step + 1, gnorm);
+        r = rlhi__check_grad_norm(gnorm, st.step);
+        if (r)
             goto out;
-        }
         lr = rlhi_lr_cosine(cfg->learning_rate, st.step, warmup,
                             st.total_steps);
         rlhi_adamw_step(&opt, m->params, t->grad.params, (float)lr,
@@ -623,12 +577,11 @@ int rlhi_sft_train(struct rlhi_model *m, const struct rlhi_sft_data *d,
         if (st.row >= nrows) {
             st.epoch++;
             st.row = 0;
-            epoch_order(perm, nrows, st.seed, st.epoch, &st.rng);
+            rlhi__epoch_order(perm, nrows, st.seed, st.epoch, &st.rng);
         }
 
-        if (cfg->logging_steps > 0 &&
-            (st.step % cfg->logging_steps == 0 ||
-             st.step == st.total_steps)) {
+        if (rlhi__is_log_step(st.step, cfg->logging_steps,
+                              st.total_steps)) {
             double ml = st.log_loss / (double)st.log_steps;
             double ep = (double)st.step / (double)steps_per_epoch;
 
@@ -643,8 +596,7 @@ int rlhi_sft_train(struct rlhi_model *m, const struct rlhi_sft_data *d,
             st.log_loss = 0;
             st.log_steps = 0;
         }
-        if (cfg->save_steps > 0 && st.step % cfg->save_steps == 0 &&
-            st.step < st.total_steps) {
+        if (rlhi__is_save_step(st.step, cfg->save_steps, st.total_steps)) {
             r = save_checkpoint(cfg, m, &opt, &st);
             if (r)
                 goto out;

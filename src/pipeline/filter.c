@@ -197,14 +197,36 @@ static int winner_check(void *obj, void *arg)
     return 0;
 }
 
+/* Asks the judge the system prompt `sys` and user prompt `user` and parses
+ * its verdict with `check` into `arg`, unless `rc` (the status of building
+ * the prompts) is already an error. Releases both buffers; returns rc or
+ * the status of the question. */
+static int judge_ask(struct rlhi_judge *j, int rc, struct rlhi_buf *sys,
+                     struct rlhi_buf *user, int (*check)(void *, void *),
+                     void *arg)
+{
+    struct rlhi_chat_msg m[2];
+    void *v = NULL;
+
+    if (!rc) {
+        m[0].role = "system";
+        m[0].content = sys->buf;
+        m[1].role = "user";
+        m[1].content = user->buf;
+        rc = rlhi__ask_json(j->ctx, m, 2, check, arg, &v);
+        json_decref(v);
+    }
+    rlhi_buf_release(sys);
+    rlhi_buf_release(user);
+    return rc;
+}
+
 static int llm_compare(struct rlhi_judge *j, const char *persona,
                        const struct rlhi_chat_msg *prompt, size_t n,
                        const char *a, const char *b, int *pref)
 {
     struct rlhi_buf sys = RLHI_BUF_INIT, user = RLHI_BUF_INIT;
-    struct rlhi_chat_msg m[2];
     size_t cut = j->max_chars ? j->max_chars : JUDGE_ANSWER_CHARS;
-    void *v = NULL;
     int rc;
 
     rc = judge_prompt(persona, prompt, n, cut, "Compare two answers to the last "
@@ -216,17 +238,7 @@ static int llm_compare(struct rlhi_judge *j, const char *persona,
                              "\nWhich answer does this user prefer?",
                              (int)cut, a, (int)cut, b))
         rc = rlhi_err(RLHI_ENOMEM, "cannot build a judge prompt");
-    if (!rc) {
-        m[0].role = "system";
-        m[0].content = sys.buf;
-        m[1].role = "user";
-        m[1].content = user.buf;
-        rc = rlhi__ask_json(j->ctx, m, 2, winner_check, pref, &v);
-        json_decref(v);
-    }
-    rlhi_buf_release(&sys);
-    rlhi_buf_release(&user);
-    return rc;
+    return judge_ask(j, rc, &sys, &user, winner_check, pref);
 }
 
 static int score_check(void *obj, void *arg)
@@ -248,9 +260,7 @@ static int llm_score(struct rlhi_judge *j, const char *persona,
                      const char *answer, double *score)
 {
     struct rlhi_buf sys = RLHI_BUF_INIT, user = RLHI_BUF_INIT;
-    struct rlhi_chat_msg m[2];
     size_t cut = j->max_chars ? j->max_chars : JUDGE_ANSWER_CHARS;
-    void *v = NULL;
     int rc;
 
     rc = judge_prompt(persona, prompt, n, cut, "Rate how well an answer to the "
@@ -262,17 +272,7 @@ static int llm_score(struct rlhi_judge *j, const char *persona,
     if (!rc && rlhi_buf_addf(&user, "\nThe answer:\n%.*s\n\nRate it for "
                              "this user.", (int)cut, answer))
         rc = rlhi_err(RLHI_ENOMEM, "cannot build a judge prompt");
-    if (!rc) {
-        m[0].role = "system";
-        m[0].content = sys.buf;
-        m[1].role = "user";
-        m[1].content = user.buf;
-        rc = rlhi__ask_json(j->ctx, m, 2, score_check, score, &v);
-        json_decref(v);
-    }
-    rlhi_buf_release(&sys);
-    rlhi_buf_release(&user);
-    return rc;
+    return judge_ask(j, rc, &sys, &user, score_check, score);
 }
 
 void rlhi_judge_llm(struct rlhi_judge *j, struct rlhi_ask *ask)

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "pairs_internal.h"
+#include "persona_internal.h"
 
 /* Each text quoted to the detector is cut to this many characters: the
  * start of a turn carries its intent, and 1500 characters (~400 tokens)
@@ -469,26 +470,7 @@ int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
     memset(stats, 0, sizeof *stats);
     if ((rc = list_ids(s, "SELECT id FROM users ORDER BY id", &ids,
                        &nids)) ||
-        (rc = rlhi_store_prepare(s, &msgs, "SELECT c.hash, m.idx, "
-                                 "m.content, f.label FROM conversations c "
-                                 "JOIN messages m ON m.conversation_id = "
-                                 "c.id AND m.role = 'user' LEFT JOIN "
-                                 "feedback f ON f.conversation_id = c.id "
-                                 "AND f.turn_index = m.idx AND f.backend = "
-                                 "'builtin' WHERE c.user_id = ? ORDER BY "
-                                 "c.hash, m.idx")) ||
-        (rc = rlhi_store_prepare(s, &old, "SELECT history_hash FROM "
-                                 "personas WHERE user_id = ? AND backend = "
-                                 "?")) ||
-        (rc = rlhi_store_prepare(s, &put, "INSERT OR REPLACE INTO personas("
-                                 "user_id, backend, expertise, "
-                                 "expertise_evidence, informativeness, "
-                                 "informativeness_evidence, tone, "
-                                 "tone_evidence, structure, "
-                                 "structure_evidence, text, history_hash, "
-                                 "redacted, updated) VALUES (?, ?, ?, ?, ?, "
-                                 "?, ?, ?, ?, ?, ?, ?, ?, strftime("
-                                 "'%Y-%m-%dT%H:%M:%SZ', 'now'))")))
+        (rc = rlhi__persona_stmts(s, &msgs, &old, &put)))
         goto out;
     for (size_t k = 0; k < nids; k++) {
         struct rlhi_sha256 sh;
@@ -496,7 +478,6 @@ int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
         uint8_t dig[32];
         char hex[65];
         size_t n = 0;
-        bool same = false;
 
         /* The history: "conv#idx", text, label per message, NUL-separated
          * in one buffer; its hash decides whether to ask again. */
@@ -531,13 +512,7 @@ int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
         rlhi_sha256_final(&sh, dig);
         for (int i = 0; i < 32; i++)
             snprintf(hex + 2 * i, 3, "%02x", dig[i]);
-        sqlite3_reset(old);
-        sqlite3_bind_int64(old, 1, ids[k]);
-        sqlite3_bind_text(old, 2, backend, -1, SQLITE_STATIC);
-        if (sqlite3_step(old) == SQLITE_ROW)
-            same = !strcmp((const char *)sqlite3_column_text(old, 0), hex);
-        sqlite3_reset(old);
-        if (same) {
+        if (rlhi__persona_is_same(old, ids[k], backend, hex)) {
             stats->unchanged++;
             continue;
         }
@@ -556,23 +531,11 @@ int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
         /* One user per transaction: a persona costs model calls. */
         if ((rc = rlhi_store_begin(s)))
             goto out_p;
-        sqlite3_reset(put);
-        sqlite3_bind_int64(put, 1, ids[k]);
-        sqlite3_bind_text(put, 2, backend, -1, SQLITE_STATIC);
-        for (int d = 0; d < RLHI_DIM_N; d++) {
-            sqlite3_bind_text(put, 3 + 2 * d, p.value[d], -1, SQLITE_STATIC);
-            sqlite3_bind_text(put, 4 + 2 * d, p.evidence[d], -1,
-                              SQLITE_STATIC);
-        }
-        sqlite3_bind_text(put, 11, p.text, -1, SQLITE_STATIC);
-        sqlite3_bind_text(put, 12, hex, -1, SQLITE_STATIC);
-        sqlite3_bind_int(put, 13, redact);
-        if (sqlite3_step(put) != SQLITE_DONE) {
-            rc = rlhi_store_err(s, "cannot store a persona");
+        if ((rc = rlhi__persona_put(s, put, ids[k], backend, &p, hex,
+                                    redact)))
             rlhi_store_rollback(s);
-        } else {
+        else
             rc = rlhi_store_commit(s);
-        }
         sqlite3_reset(put);
     out_p:
         rlhi_persona_release(&p);

@@ -505,11 +505,6 @@ int rlhi_pairs_content_hash(struct rlhi_store *s, char hex[65])
  * (stories260K: 512 tokens) need --max_prompt_chars lower. */
 #define REWRITE_TRANSCRIPT_CHARS 2000
 
-struct turn_ref {
-    int64_t conv;
-    int turn; /* index of the feedback (rewrite) or request (rank) */
-};
-
 /* One pair in the making. */
 struct job {
     struct rlhi__conv c;
@@ -539,9 +534,10 @@ static void job_release(struct job *j)
     memset(j, 0, sizeof *j);
 }
 
-/* Loads the candidate turns: feedback rows with `label` from `backend`. */
-static int load_refs(struct rlhi_store *s, const char *backend,
-                     struct turn_ref **refs, size_t *n)
+int rlhi__turn_refs_load(struct rlhi_store *s, const char *sql,
+                         const char *backend, size_t first_cap,
+                         const char *list_what, const char *read_err,
+                         struct rlhi__turn_ref **refs, size_t *n)
 {
     sqlite3_stmt *st;
     size_t cap = 0;
@@ -549,20 +545,17 @@ static int load_refs(struct rlhi_store *s, const char *backend,
 
     *refs = NULL;
     *n = 0;
-    if ((rc = rlhi_store_prepare(s, &st, "SELECT conversation_id, "
-                                 "turn_index FROM feedback WHERE backend = ?"
-                                 " AND label = 'reattempt_feedback' ORDER BY "
-                                 "conversation_id, turn_index")))
+    if ((rc = rlhi_store_prepare(s, &st, sql)))
         return rc;
     sqlite3_bind_text(st, 1, backend, -1, SQLITE_STATIC);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (*n == cap) {
-            size_t nc = cap ? 2 * cap : 64;
+            size_t nc = cap ? 2 * cap : first_cap;
             void *p = rlhi_realloc(*refs, nc * sizeof **refs);
 
             if (!p) {
                 sqlite3_finalize(st);
-                return rlhi_err(RLHI_ENOMEM, "cannot list feedback turns");
+                return rlhi_err(RLHI_ENOMEM, "cannot list %s", list_what);
             }
             *refs = p;
             cap = nc;
@@ -572,12 +565,71 @@ static int load_refs(struct rlhi_store *s, const char *backend,
         (*n)++;
     }
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : rlhi_store_err(s, "cannot read feedback");
+    return rc == SQLITE_DONE ? 0 : rlhi_store_err(s, read_err);
+}
+
+int rlhi__pairs_run_finish(struct rlhi_store *s, int64_t run,
+                           const char *turns_key,
+                           const struct rlhi_pairs_stats *stats)
+{
+    char counts[256];
+
+    snprintf(counts, sizeof counts, "{\"%s\": %llu, \"done\": %llu, "
+             "\"made\": %llu, \"skipped\": %llu, \"failed\": %llu}",
+             turns_key, (unsigned long long)stats->turns,
+             (unsigned long long)stats->done,
+             (unsigned long long)stats->made,
+             (unsigned long long)stats->skipped,
+             (unsigned long long)stats->failed);
+    return rlhi_store_run_finish(s, run, counts);
+}
+
+int rlhi__pair_seen(struct rlhi_store *s, const char *source, int64_t conv,
+                   int turn, int round, struct rlhi_pairs_stats *stats)
+{
+    int rc;
+
+    stats->turns++;
+    rc = rlhi__pair_exists(s, source, conv, turn, round);
+    if (rc > 0)
+        stats->done++;
+    return rc;
+}
+
+int64_t rlhi__pairs_cap(const struct rlhi_pairs_opts *o)
+{
+    int64_t cap = o->stop_after_pairs;
+
+    if (o->limit && (!cap || o->limit < cap))
+        cap = o->limit;
+    return cap;
+}
+
+int rlhi__pairs_stop_hook(const struct rlhi_pairs_opts *o,
+                          const struct rlhi_pairs_stats *stats)
+{
+    if (o->stop_after_pairs && (int64_t)stats->made >= o->stop_after_pairs)
+        return rlhi_err(RLHI_EIO, "stopped after %lld pairs (test hook)",
+                        (long long)stats->made);
+    return 0;
+}
+
+/* Loads the candidate turns: feedback rows with `label` from `backend`. */
+static int load_refs(struct rlhi_store *s, const char *backend,
+                     struct rlhi__turn_ref **refs, size_t *n)
+{
+    return rlhi__turn_refs_load(s, "SELECT conversation_id, turn_index "
+                                "FROM feedback WHERE backend = ? AND label "
+                                "= 'reattempt_feedback' ORDER BY "
+                                "conversation_id, turn_index", backend, 64,
+                                "feedback turns", "cannot read feedback",
+                                refs, n);
 }
 
 /* Prepares job `j` for the feedback turn `r`: 1 when ready, 0 when the
  * turn cannot make a pair (logged), or a negative code. */
-static int job_prepare(struct rlhi_store *s, const struct turn_ref *r,
+static int job_prepare(struct rlhi_store *s,
+                       const struct rlhi__turn_ref *r,
                        const struct rlhi_pairs_opts *o, size_t max_chars,
                        struct rlhi_pairs_stats *stats, struct job *j)
 {
@@ -713,20 +765,18 @@ int rlhi_pairs_rewrite(struct rlhi_store *s, struct rlhi_llm *gen,
     struct rlhi_llm_request *reqs = NULL;
     struct rlhi_llm_result *res = NULL;
     struct job *jobs = NULL;
-    struct turn_ref *refs = NULL;
+    struct rlhi__turn_ref *refs = NULL;
     struct rlhi_progress prog;
     struct rlhi_buf prompt = RLHI_BUF_INIT;
     char *first_err = NULL;
     int first_code = 0;
     size_t nrefs = 0, next = 0;
-    int64_t run = 0, cap = o->stop_after_pairs;
+    int64_t run = 0, cap = rlhi__pairs_cap(o);
     uint64_t batch_failed = 0; /* stats->failed before this batch */
     double t0 = rlhi_time_now();
     int rc;
 
     memset(stats, 0, sizeof *stats);
-    if (o->limit && (!cap || o->limit < cap))
-        cap = o->limit;
     if ((rc = rlhi_pairs_schema(s)) ||
         (rc = load_refs(s, fbk, &refs, &nrefs)))
         goto out;
@@ -754,20 +804,17 @@ int rlhi_pairs_rewrite(struct rlhi_store *s, struct rlhi_llm *gen,
 
         /* Gather a batch of turns that have no pair yet. */
         while (next < nrefs && nj < batch) {
-            const struct turn_ref *r = &refs[next];
+            const struct rlhi__turn_ref *r = &refs[next];
 
             if (cap && (int64_t)stats->made + nj >= cap)
                 break;
             next++;
-            stats->turns++;
-            rc = rlhi__pair_exists(s, source, r->conv, r->turn - 2,
-                                   o->round);
+            rc = rlhi__pair_seen(s, source, r->conv, r->turn - 2, o->round,
+                                 stats);
             if (rc < 0)
                 goto out_run;
-            if (rc) {
-                stats->done++;
+            if (rc)
                 continue;
-            }
             rc = job_prepare(s, r, o, max_chars, stats, &jobs[nj]);
             if (rc < 0) {
                 job_release(&jobs[nj]);
@@ -870,12 +917,8 @@ int rlhi_pairs_rewrite(struct rlhi_store *s, struct rlhi_llm *gen,
             goto out_run;
         }
         batch_failed = stats->failed;
-        if (o->stop_after_pairs &&
-            (int64_t)stats->made >= o->stop_after_pairs) {
-            rc = rlhi_err(RLHI_EIO, "stopped after %lld pairs (test hook)",
-                          (long long)stats->made);
+        if ((rc = rlhi__pairs_stop_hook(o, stats)))
             goto out_run;
-        }
         if (o->limit && (int64_t)stats->made >= o->limit)
             break;
         continue;
@@ -890,19 +933,8 @@ int rlhi_pairs_rewrite(struct rlhi_store *s, struct rlhi_llm *gen,
     rlhi_progress_finish(&prog);
 
 out_run:
-    {
-        char counts[256];
-
-        snprintf(counts, sizeof counts, "{\"turns\": %llu, \"done\": %llu, "
-                 "\"made\": %llu, \"skipped\": %llu, \"failed\": %llu}",
-                 (unsigned long long)stats->turns,
-                 (unsigned long long)stats->done,
-                 (unsigned long long)stats->made,
-                 (unsigned long long)stats->skipped,
-                 (unsigned long long)stats->failed);
-        if (!rc)
-            rc = rlhi_store_run_finish(s, run, counts);
-    }
+    if (!rc)
+        rc = rlhi__pairs_run_finish(s, run, "turns", stats);
     if (!rc && first_code)
         rc = rlhi_err(first_code, "%llu of %llu model requests failed; the "
                       "first: %s", (unsigned long long)stats->failed,

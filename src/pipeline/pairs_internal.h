@@ -46,6 +46,11 @@ int rlhi__transcript(const struct rlhi_chat_msg *msgs, size_t n,
 int rlhi__pair_exists(struct rlhi_store *s, const char *source,
                       int64_t conv, int turn, int round);
 
+/* rlhi__pair_exists for a candidate turn of a run, counting it in
+ * stats->turns and, when its pair is stored, in stats->done. */
+int rlhi__pair_seen(struct rlhi_store *s, const char *source, int64_t conv,
+                    int turn, int round, struct rlhi_pairs_stats *stats);
+
 struct rlhi__pair {
     int64_t conv, user_id;
     int turn, round;
@@ -73,5 +78,36 @@ int rlhi__ask_json(struct rlhi_ask *ask, const struct rlhi_chat_msg *msgs,
  * `flags`, through json_dump_callback so that no memory from jansson's
  * allocator (which a stage may replace) leaks out. 0 or RLHI_ENOMEM. */
 int rlhi__json_dump(const void *json, size_t flags, struct rlhi_buf *out);
+
+/* A candidate turn of a pair stage: a message of conversation `conv`. */
+struct rlhi__turn_ref {
+    int64_t conv;
+    int turn; /* index of the feedback (rewrite) or request (rank) */
+};
+
+/* Runs `sql` (selecting conversation id, message index; `backend` bound as
+ * its first parameter) into *refs (new array, caller frees) and *n,
+ * growing the array from `first_cap` rows. 0, or RLHI_EDB (message
+ * `read_err`) or RLHI_ENOMEM ("cannot list <list_what>"); on error *refs
+ * may hold rows read so far and is still the caller's to free. */
+int rlhi__turn_refs_load(struct rlhi_store *s, const char *sql,
+                         const char *backend, size_t first_cap,
+                         const char *list_what, const char *read_err,
+                         struct rlhi__turn_ref **refs, size_t *n);
+
+/* Records the end of pair-stage run `run` with the counts in `stats`, the
+ * candidates under the key `turns_key`. 0 or RLHI_EDB. */
+int rlhi__pairs_run_finish(struct rlhi_store *s, int64_t run,
+                           const char *turns_key,
+                           const struct rlhi_pairs_stats *stats);
+
+/* The most pairs a run makes: the smaller of o->limit and
+ * o->stop_after_pairs among those set, or 0 for no cap. */
+int64_t rlhi__pairs_cap(const struct rlhi_pairs_opts *o);
+
+/* The --stop_after_pairs test hook: RLHI_EIO (message set) once `stats`
+ * holds that many made pairs, else 0. */
+int rlhi__pairs_stop_hook(const struct rlhi_pairs_opts *o,
+                          const struct rlhi_pairs_stats *stats);
 
 #endif

@@ -24,6 +24,7 @@
  * version), and is recomputed only when that hash changes.
  */
 #include "rlhi/pipeline.h"
+#include "persona_internal.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -537,6 +538,71 @@ static bool is_builtin(const char *backend)
     return !backend || !strcmp(backend, "builtin");
 }
 
+/* ---- shared with the LLM summariser (persona_internal.h) ---------------- */
+
+int rlhi__persona_stmts(struct rlhi_store *s, sqlite3_stmt **msgs,
+                        sqlite3_stmt **old, sqlite3_stmt **put)
+{
+    int rc;
+
+    if ((rc = rlhi_store_prepare(s, msgs, "SELECT c.hash, m.idx, "
+                                 "m.content, f.label FROM conversations c "
+                                 "JOIN messages m ON m.conversation_id = "
+                                 "c.id AND m.role = 'user' LEFT JOIN "
+                                 "feedback f ON f.conversation_id = c.id "
+                                 "AND f.turn_index = m.idx AND f.backend = "
+                                 "'builtin' WHERE c.user_id = ? ORDER BY "
+                                 "c.hash, m.idx")) ||
+        (rc = rlhi_store_prepare(s, old, "SELECT history_hash FROM "
+                                 "personas WHERE user_id = ? AND backend = "
+                                 "?")) ||
+        (rc = rlhi_store_prepare(s, put, "INSERT OR REPLACE INTO personas("
+                                 "user_id, backend, expertise, "
+                                 "expertise_evidence, informativeness, "
+                                 "informativeness_evidence, tone, "
+                                 "tone_evidence, structure, "
+                                 "structure_evidence, text, history_hash, "
+                                 "redacted, updated) VALUES (?, ?, ?, ?, ?, "
+                                 "?, ?, ?, ?, ?, ?, ?, ?, strftime("
+                                 "'%Y-%m-%dT%H:%M:%SZ', 'now'))")))
+        return rc;
+    return 0;
+}
+
+bool rlhi__persona_is_same(sqlite3_stmt *old, int64_t user_id,
+                           const char *backend, const char *hex)
+{
+    bool same = false;
+
+    sqlite3_reset(old);
+    sqlite3_bind_int64(old, 1, user_id);
+    sqlite3_bind_text(old, 2, backend, -1, SQLITE_STATIC);
+    if (sqlite3_step(old) == SQLITE_ROW)
+        same = !strcmp((const char *)sqlite3_column_text(old, 0), hex);
+    sqlite3_reset(old);
+    return same;
+}
+
+int rlhi__persona_put(struct rlhi_store *s, sqlite3_stmt *put,
+                      int64_t user_id, const char *backend,
+                      const struct rlhi_persona *p, const char *hex,
+                      bool redact)
+{
+    sqlite3_reset(put);
+    sqlite3_bind_int64(put, 1, user_id);
+    sqlite3_bind_text(put, 2, backend, -1, SQLITE_STATIC);
+    for (int d = 0; d < RLHI_DIM_N; d++) {
+        sqlite3_bind_text(put, 3 + 2 * d, p->value[d], -1, SQLITE_STATIC);
+        sqlite3_bind_text(put, 4 + 2 * d, p->evidence[d], -1,
+                          SQLITE_STATIC);
+    }
+    sqlite3_bind_text(put, 11, p->text, -1, SQLITE_STATIC);
+    sqlite3_bind_text(put, 12, hex, -1, SQLITE_STATIC);
+    sqlite3_bind_int(put, 13, redact);
+    return sqlite3_step(put) == SQLITE_DONE
+               ? 0 : rlhi_store_err(s, "cannot store a persona");
+}
+
 int rlhi_persona_run(struct rlhi_store *s,
                      const struct rlhi_persona_opts *opts,
                      struct rlhi_persona_stats *stats)
@@ -562,26 +628,7 @@ int rlhi_persona_run(struct rlhi_store *s,
     total = rlhi_store_count(s, "users");
     if ((rc = rlhi_store_prepare(s, &users, "SELECT id FROM users ORDER BY "
                                  "id")) ||
-        (rc = rlhi_store_prepare(s, &msgs, "SELECT c.hash, m.idx, "
-                                 "m.content, f.label FROM conversations c "
-                                 "JOIN messages m ON m.conversation_id = "
-                                 "c.id AND m.role = 'user' LEFT JOIN "
-                                 "feedback f ON f.conversation_id = c.id "
-                                 "AND f.turn_index = m.idx AND f.backend = "
-                                 "'builtin' WHERE c.user_id = ? ORDER BY "
-                                 "c.hash, m.idx")) ||
-        (rc = rlhi_store_prepare(s, &old, "SELECT history_hash FROM "
-                                 "personas WHERE user_id = ? AND backend = "
-                                 "?")) ||
-        (rc = rlhi_store_prepare(s, &put, "INSERT OR REPLACE INTO personas("
-                                 "user_id, backend, expertise, "
-                                 "expertise_evidence, informativeness, "
-                                 "informativeness_evidence, tone, "
-                                 "tone_evidence, structure, "
-                                 "structure_evidence, text, history_hash, "
-                                 "redacted, updated) VALUES (?, ?, ?, ?, ?, "
-                                 "?, ?, ?, ?, ?, ?, ?, ?, strftime("
-                                 "'%Y-%m-%dT%H:%M:%SZ', 'now'))")))
+        (rc = rlhi__persona_stmts(s, &msgs, &old, &put)))
         goto out;
     rlhi_progress_start(&prog, "persona users", total > 0 ? (uint64_t)total
                                                           : 0);
@@ -632,15 +679,8 @@ int rlhi_persona_run(struct rlhi_store *s,
             snprintf(hex + 2 * i, 3, "%02x", dig[i]);
         stats->users++;
 
-        if (!o->force) {
-            sqlite3_reset(old);
-            sqlite3_bind_int64(old, 1, uid);
-            sqlite3_bind_text(old, 2, backend, -1, SQLITE_STATIC);
-            if (sqlite3_step(old) == SQLITE_ROW)
-                same = !strcmp((const char *)sqlite3_column_text(old, 0),
-                               hex);
-            sqlite3_reset(old);
-        }
+        if (!o->force)
+            same = rlhi__persona_is_same(old, uid, backend, hex);
         if (same) {
             stats->unchanged++;
             continue;
@@ -649,20 +689,7 @@ int rlhi_persona_run(struct rlhi_store *s,
         hist_fix(&h);
         if ((rc = rlhi_persona_derive(h.m, h.n, o->redact, &p)))
             goto out;
-        sqlite3_reset(put);
-        sqlite3_bind_int64(put, 1, uid);
-        sqlite3_bind_text(put, 2, backend, -1, SQLITE_STATIC);
-        for (int dd = 0; dd < RLHI_DIM_N; dd++) {
-            sqlite3_bind_text(put, 3 + 2 * dd, p.value[dd], -1,
-                              SQLITE_STATIC);
-            sqlite3_bind_text(put, 4 + 2 * dd, p.evidence[dd], -1,
-                              SQLITE_STATIC);
-        }
-        sqlite3_bind_text(put, 11, p.text, -1, SQLITE_STATIC);
-        sqlite3_bind_text(put, 12, hex, -1, SQLITE_STATIC);
-        sqlite3_bind_int(put, 13, o->redact);
-        rc = sqlite3_step(put) == SQLITE_DONE
-                 ? 0 : rlhi_store_err(s, "cannot store a persona");
+        rc = rlhi__persona_put(s, put, uid, backend, &p, hex, o->redact);
         rlhi_persona_release(&p);
         if (rc)
             goto out;

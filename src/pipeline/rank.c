@@ -141,64 +141,35 @@ fail:
 
 /* ---- rank pairs ---------------------------------------------------------- */
 
-struct cand {
-    int64_t conv;
-    int turn; /* the request's message index */
-};
-
 /* User requests that were answered, drew no dissatisfied follow-up
  * (labels by `backend`) and are not themselves complaints about an earlier
  * answer. */
 static int load_requests(struct rlhi_store *s, const char *backend,
-                         struct cand **out, size_t *n)
+                         struct rlhi__turn_ref **out, size_t *n)
 {
-    sqlite3_stmt *st;
-    size_t cap = 0;
-    int rc;
-
-    *out = NULL;
-    *n = 0;
-    if ((rc = rlhi_store_prepare(s, &st, "SELECT m.conversation_id, m.idx "
-                                 "FROM messages m WHERE m.role = 'user' AND "
-                                 "EXISTS (SELECT 1 FROM messages a WHERE "
-                                 "a.conversation_id = m.conversation_id AND "
-                                 "a.idx = m.idx + 1 AND a.role = "
-                                 "'assistant') AND NOT EXISTS (SELECT 1 "
-                                 "FROM feedback f WHERE "
-                                 "f.conversation_id = m.conversation_id AND "
-                                 "f.backend = ?1 AND ((f.turn_index = "
-                                 "m.idx + 2 AND f.dissatisfied) OR "
-                                 "(f.turn_index = m.idx AND f.label IN "
-                                 "('reattempt_feedback', "
-                                 "'reattempt_no_guidance')))) ORDER BY "
-                                 "m.conversation_id, m.idx")))
-        return rc;
-    sqlite3_bind_text(st, 1, backend, -1, SQLITE_STATIC);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t nc = cap ? 2 * cap : 256;
-            void *p = rlhi_realloc(*out, nc * sizeof **out);
-
-            if (!p) {
-                sqlite3_finalize(st);
-                return rlhi_err(RLHI_ENOMEM, "cannot list requests");
-            }
-            *out = p;
-            cap = nc;
-        }
-        (*out)[*n].conv = sqlite3_column_int64(st, 0);
-        (*out)[*n].turn = sqlite3_column_int(st, 1);
-        (*n)++;
-    }
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : rlhi_store_err(s, "cannot read requests");
+    return rlhi__turn_refs_load(s, "SELECT m.conversation_id, m.idx FROM "
+                                "messages m WHERE m.role = 'user' AND "
+                                "EXISTS (SELECT 1 FROM messages a WHERE "
+                                "a.conversation_id = m.conversation_id AND "
+                                "a.idx = m.idx + 1 AND a.role = "
+                                "'assistant') AND NOT EXISTS (SELECT 1 "
+                                "FROM feedback f WHERE "
+                                "f.conversation_id = m.conversation_id AND "
+                                "f.backend = ?1 AND ((f.turn_index = "
+                                "m.idx + 2 AND f.dissatisfied) OR "
+                                "(f.turn_index = m.idx AND f.label IN "
+                                "('reattempt_feedback', "
+                                "'reattempt_no_guidance')))) ORDER BY "
+                                "m.conversation_id, m.idx", backend, 256,
+                                "requests", "cannot read requests", out, n);
 }
 
 /* Makes and stores the pair for one request. 1 stored, 0 not (counted in
  * stats), or a negative code for a store or memory failure. */
 static int rank_one(struct rlhi_store *s, struct rlhi_llm *policy,
                     struct rlhi_judge *judge, const struct rlhi_pairs_opts *o,
-                    const struct cand *c, struct rlhi_pairs_stats *stats,
+                    const struct rlhi__turn_ref *c,
+                    struct rlhi_pairs_stats *stats,
                     char **first_err, int *first_code)
 {
     const char *pb = o->persona_backend ? o->persona_backend : "builtin";
@@ -390,12 +361,12 @@ int rlhi_pairs_rank(struct rlhi_store *s, struct rlhi_llm *policy,
 {
     const char *fbk = o->feedback_backend ? o->feedback_backend : "builtin";
     int batch = o->batch > 0 ? o->batch : 16;
-    struct cand *cands = NULL;
+    struct rlhi__turn_ref *cands = NULL;
     struct rlhi_progress prog;
     char *first_err = NULL;
     int first_code = 0, pending = 0, rc, run_failed = 0;
     uint64_t failed_before = 0;
-    int64_t run = 0, cap = o->stop_after_pairs;
+    int64_t run = 0, cap = rlhi__pairs_cap(o);
     size_t n = 0;
     bool txn = false;
     double t0 = rlhi_time_now();
@@ -404,8 +375,6 @@ int rlhi_pairs_rank(struct rlhi_store *s, struct rlhi_llm *policy,
     if (!judge)
         return rlhi_err(RLHI_EINVAL, "rank pairs need a judge or a reward "
                         "model to score the candidates");
-    if (o->limit && (!cap || o->limit < cap))
-        cap = o->limit;
     if ((rc = rlhi_pairs_schema(s)) ||
         (rc = load_requests(s, fbk, &cands, &n)))
         goto out;
@@ -424,15 +393,12 @@ int rlhi_pairs_rank(struct rlhi_store *s, struct rlhi_llm *policy,
     for (size_t k = 0; k < n; k++) {
         if (cap && (int64_t)stats->made >= cap)
             break;
-        stats->turns++;
-        rc = rlhi__pair_exists(s, "rank", cands[k].conv, cands[k].turn,
-                               o->round);
+        rc = rlhi__pair_seen(s, "rank", cands[k].conv, cands[k].turn,
+                             o->round, stats);
         if (rc < 0)
             goto out_run;
-        if (rc) {
-            stats->done++;
+        if (rc)
             continue;
-        }
         if (!txn && (rc = rlhi_store_begin(s)))
             goto out_run;
         txn = true;
@@ -460,12 +426,8 @@ int rlhi_pairs_rank(struct rlhi_store *s, struct rlhi_llm *policy,
             pending = 0;
         }
         rlhi_progress_update(&prog, k + 1);
-        if (o->stop_after_pairs &&
-            (int64_t)stats->made >= o->stop_after_pairs) {
-            rc = rlhi_err(RLHI_EIO, "stopped after %lld pairs (test hook)",
-                          (long long)stats->made);
+        if ((rc = rlhi__pairs_stop_hook(o, stats)))
             goto out_run;
-        }
     }
     if (txn) {
         if ((rc = rlhi_store_commit(s)))
@@ -478,19 +440,8 @@ int rlhi_pairs_rank(struct rlhi_store *s, struct rlhi_llm *policy,
 out_run:
     if (txn)
         rlhi_store_rollback(s);
-    {
-        char counts[256];
-
-        snprintf(counts, sizeof counts, "{\"requests\": %llu, \"done\": "
-                 "%llu, \"made\": %llu, \"skipped\": %llu, \"failed\": "
-                 "%llu}", (unsigned long long)stats->turns,
-                 (unsigned long long)stats->done,
-                 (unsigned long long)stats->made,
-                 (unsigned long long)stats->skipped,
-                 (unsigned long long)stats->failed);
-        if (!rc)
-            rc = rlhi_store_run_finish(s, run, counts);
-    }
+    if (!rc)
+        rc = rlhi__pairs_run_finish(s, run, "requests", stats);
     if (!rc && first_code)
         rc = rlhi_err(first_code, "%llu model requests failed; the first: "
                       "%s", (unsigned long long)stats->failed,

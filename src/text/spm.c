@@ -250,38 +250,7 @@ static bool cand_before(const struct cand *a, const struct cand *b)
     return a->score > b->score || (a->score == b->score && a->pos < b->pos);
 }
 
-static void heap_push(struct cand *h, size_t *n, struct cand c)
-{
-    size_t i = (*n)++;
-
-    while (i > 0 && cand_before(&c, &h[(i - 1) / 2])) {
-        h[i] = h[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    h[i] = c;
-}
-
-static struct cand heap_pop(struct cand *h, size_t *n)
-{
-    struct cand top = h[0], last = h[--*n];
-    size_t i = 0;
-
-    for (;;) {
-        size_t c = 2 * i + 1;
-
-        if (c >= *n)
-            break;
-        if (c + 1 < *n && cand_before(&h[c + 1], &h[c]))
-            c++;
-        if (!cand_before(&h[c], &last))
-            break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (*n)
-        h[i] = last;
-    return top;
-}
+RLHI__HEAP_DEFINE(struct cand, cand_before)
 
 static void push_pair(const struct rlhi_tokenizer *t, struct cand *h,
                       size_t *nh, const int32_t *v, int32_t a, int32_t b,

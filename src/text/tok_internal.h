@@ -160,4 +160,45 @@ int rlhi__spm_encode_plain(const struct rlhi_tokenizer *t, const char *text,
 const char *rlhi__spm_piece(const struct rlhi_tokenizer *t, int prev, int id,
                             char scratch[8], size_t *len);
 
+/* Defines `static void heap_push(type *h, size_t *n, type c)` and
+ * `static type heap_pop(type *h, size_t *n)`: a binary heap in the caller's
+ * array h[0..*n) whose top is the element that `before(a, b)` (a
+ * `static bool before(const type *, const type *)`) puts first. Pushing
+ * needs room for one more element; popping needs *n > 0. The candidate
+ * merges of bpe.c and spm.c use it; a macro rather than a void * heap so
+ * the hot merge loops keep typed copies and an inlined comparison. */
+#define RLHI__HEAP_DEFINE(type, before)                                     \
+    static void heap_push(type *h, size_t *n, type c)                       \
+    {                                                                       \
+        size_t i = (*n)++;                                                  \
+                                                                            \
+        while (i > 0 && before(&c, &h[(i - 1) / 2])) {                      \
+            h[i] = h[(i - 1) / 2];                                          \
+            i = (i - 1) / 2;                                                \
+        }                                                                   \
+        h[i] = c;                                                           \
+    }                                                                       \
+                                                                            \
+    static type heap_pop(type *h, size_t *n)                                \
+    {                                                                       \
+        type top = h[0], last = h[--*n];                                    \
+        size_t i = 0;                                                       \
+                                                                            \
+        for (;;) {                                                          \
+            size_t c = 2 * i + 1;                                           \
+                                                                            \
+            if (c >= *n)                                                    \
+                break;                                                      \
+            if (c + 1 < *n && before(&h[c + 1], &h[c]))                     \
+                c++;                                                        \
+            if (!before(&h[c], &last))                                      \
+                break;                                                      \
+            h[i] = h[c];                                                    \
+            i = c;                                                          \
+        }                                                                   \
+        if (*n)                                                             \
+            h[i] = last;                                                    \
+        return top;                                                         \
+    }
+
 #endif
