@@ -8,58 +8,28 @@
 
 #include "rlhi/eval.h"
 #include "rlhi/jsonl.h"
+#include "rlhi/sim.h"
 
 /* ---- win rate --------------------------------------------------------- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return (x > y) - (x < y);
-}
-
+/* The rate and its interval come from the simulator's bootstrap (one
+ * implementation for both layers); this adds the counts. */
 int rlhi_eval_winrate(const int *outcome, int n, int nboot, uint64_t seed,
                       struct rlhi_eval_winrate *out)
 {
-    struct rlhi_rng r;
-    double *rates;
-    double score = 0;
-    int i, k;
+    int i;
 
     memset(out, 0, sizeof *out);
     if (n <= 0)
         return rlhi_err(RLHI_EINVAL, "win rate of no outcomes");
-    if (nboot <= 0)
-        nboot = 1000;
     for (i = 0; i < n; i++) {
         out->wins += outcome[i] > 0;
         out->losses += outcome[i] < 0;
         out->ties += outcome[i] == 0;
-        score += outcome[i] > 0 ? 1.0 : outcome[i] == 0 ? 0.5 : 0.0;
     }
     out->n = n;
-    out->rate = score / n;
-    rates = rlhi_malloc((size_t)nboot * sizeof *rates);
-    if (!rates)
-        return rlhi_err(RLHI_ENOMEM, "cannot allocate %d bootstrap rates",
-                        nboot);
-    rlhi_rng_seed(&r, seed);
-    for (k = 0; k < nboot; k++) {
-        double s = 0;
-
-        for (i = 0; i < n; i++) {
-            int o = outcome[rlhi_rng_below(&r, (uint64_t)n)];
-
-            s += o > 0 ? 1.0 : o == 0 ? 0.5 : 0.0;
-        }
-        rates[k] = s / n;
-    }
-    qsort(rates, (size_t)nboot, sizeof *rates, cmp_double);
-    /* Percentile interval: the 2.5% and 97.5% order statistics. */
-    out->lo = rates[(int)floor(0.025 * (nboot - 1) + 0.5)];
-    out->hi = rates[(int)floor(0.975 * (nboot - 1) + 0.5)];
-    rlhi_free(rates);
-    return 0;
+    return rlhi_sim_winrate(outcome, n, nboot > 0 ? nboot : 1000, seed,
+                            &out->rate, &out->lo, &out->hi);
 }
 
 double rlhi_eval_precision(int tp, int fp)
