@@ -281,6 +281,22 @@ out:
     return r;
 }
 
+/* Makes room for `need` messages in *m (capacity *cap). 0 or
+ * RLHI_ENOMEM. */
+static int grow_msgs(struct rlhi_chat_msg **m, int *cap, int need)
+{
+    void *p;
+
+    if (need <= *cap)
+        return 0;
+    p = rlhi_realloc(*m, (size_t)need * sizeof **m);
+    if (!p)
+        return rlhi_err(RLHI_ENOMEM, "cannot allocate a prompt");
+    *m = p;
+    *cap = need;
+    return 0;
+}
+
 /* The prompt of pair source conversation c ending at req, as chat
  * messages (no persona); returns the count. `m` has room for req+2. */
 static size_t prompt_msgs(const struct rlhi__demo_conv *c, int start, int req,
@@ -346,16 +362,9 @@ static int build_rewrite(struct run *R, struct rlhi__demo_pairs *rw,
         const struct rlhi__demo_conv *c = &R->data.conv[i];
         const char *persona = conv_persona(R, c);
 
-        if (c->n + 2 > cap) {
-            void *p = rlhi_realloc(m, (size_t)(c->n + 2) * sizeof *m);
-
-            if (!p) {
-                r = rlhi_err(RLHI_ENOMEM, "cannot allocate a prompt");
-                break;
-            }
-            m = p;
-            cap = c->n + 2;
-        }
+        r = grow_msgs(&m, &cap, c->n + 2);
+        if (r)
+            break;
         for (k = 2; !r && k + 1 < c->n; k++) {
             int start, req = k - 2;
             size_t n;
@@ -427,16 +436,9 @@ static int build_rank(struct run *R, struct rlhi__demo_pairs *rk)
         const struct rlhi__demo_conv *c = &R->data.conv[i];
         const char *persona = conv_persona(R, c);
 
-        if (c->n + 2 > cap) {
-            void *q = rlhi_realloc(m, (size_t)(c->n + 2) * sizeof *m);
-
-            if (!q) {
-                r = rlhi_err(RLHI_ENOMEM, "cannot allocate a prompt");
-                break;
-            }
-            m = q;
-            cap = c->n + 2;
-        }
+        r = grow_msgs(&m, &cap, c->n + 2);
+        if (r)
+            break;
         for (k = 0; !r && k + 1 < c->n && tried < R->cap; k++) {
             int start, best = 0, worst = 0, next = k + 2;
             size_t n, off = 0;

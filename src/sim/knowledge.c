@@ -484,7 +484,10 @@ static bool is_word(int c)
     return isalnum(c) || c == '_' || (c & 0x80);
 }
 
-int rlhi__count_phrase(const char *text, const char *phrase)
+/* Counts whole-word occurrences of `phrase` found by `find` (strstr or
+ * strcasestr): a match must not continue a word on either side. */
+static int count_words(const char *text, const char *phrase,
+                       char *(*find)(const char *, const char *))
 {
     size_t n = strlen(phrase);
     const char *p = text;
@@ -492,7 +495,7 @@ int rlhi__count_phrase(const char *text, const char *phrase)
 
     if (!n)
         return 0;
-    while ((p = strcasestr(p, phrase))) {
+    while ((p = find(p, phrase))) {
         bool start = p == text || !is_word((unsigned char)p[-1]) ||
                      !is_word((unsigned char)phrase[0]);
         bool end = !is_word((unsigned char)p[n]) ||
@@ -505,25 +508,14 @@ int rlhi__count_phrase(const char *text, const char *phrase)
     return count;
 }
 
+int rlhi__count_phrase(const char *text, const char *phrase)
+{
+    return count_words(text, phrase, strcasestr);
+}
+
 int rlhi__count_lower(const char *lower, const char *phrase)
 {
-    size_t n = strlen(phrase);
-    const char *p = lower;
-    int count = 0;
-
-    if (!n)
-        return 0;
-    while ((p = strstr(p, phrase))) {
-        bool start = p == lower || !is_word((unsigned char)p[-1]) ||
-                     !is_word((unsigned char)phrase[0]);
-        bool end = !is_word((unsigned char)p[n]) ||
-                   !is_word((unsigned char)phrase[n - 1]);
-
-        if (start && end)
-            count++;
-        p += n;
-    }
-    return count;
+    return count_words(lower, phrase, strstr);
 }
 
 /* ---- technical lexicon ---------------------------------------------- */
