@@ -4,6 +4,7 @@
  * canonical id of conversations without one, and the command's exit
  * status. */
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -417,6 +418,7 @@ int main(int argc, char **argv)
             if (!s)
                 break;
             o.stop_after_batches = 2;
+            o.batch = 1000;
             rc = rlhi_ingest(s, &p, 1, &o, &st);
             CHECK_INT_EQ(rc, RLHI_EIO);
             /* 2 batches of 1000 lines, 2 of them malformed */
@@ -484,6 +486,113 @@ int main(int argc, char **argv)
         CHECK_STR_EQ(hex, ref);
         CHECK_INT_EQ(rlhi_store_count(s, "conversations"), 5000);
         CHECK_INT_EQ(rlhi_store_count(s, "messages"), 20000);
+        rlhi_store_close(s);
+    }
+
+    TEST("killed with SIGKILL during a rollback-journal load, rerun") {
+        struct rlhi_ingest_opts o = {0};
+        struct rlhi_store *s = NULL;
+        char db[512], journal[600];
+        bool hot = false;
+        struct stat fs;
+        pid_t pid;
+        int status;
+
+        /* No connection of ours is open, so the child's load switches to
+         * a rollback journal; the size of the file shows its progress. */
+        snprintf(db, sizeof db, "%s", tmp("kill2.db"));
+        snprintf(journal, sizeof journal, "%s-journal", db);
+        unlink(db);
+        pid = fork();
+        if (pid == 0) {
+            execl(argv[0], argv[0], "--child-ingest", db, log, (char *)NULL);
+            _exit(127);
+        }
+        for (int i = 0; i < 20000; i++) {
+            if (stat(journal, &fs) == 0)
+                hot = true;
+            if (hot && stat(db, &fs) == 0 && fs.st_size > (128 << 10))
+                break;
+            usleep(200);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        printf("killed with %s journal, database %lld bytes\n",
+               stat(journal, &fs) == 0 ? "a hot" : "no",
+               stat(db, &fs) == 0 ? (long long)fs.st_size : -1LL);
+        CHECK(WIFSIGNALED(status));
+        CHECK(hot); /* the load did run with a rollback journal */
+        CHECK_OK(rlhi_store_open(&s, db));
+        if (!s)
+            break;
+        CHECK(rlhi_store_count(s, "conversations") < 5000);
+        CHECK_OK(rlhi_ingest(s, &log, 1, &o, &st));
+        CHECK_OK(rlhi_store_content_hash(s, hex));
+        CHECK_STR_EQ(hex, ref);
+        CHECK_INT_EQ(rlhi_store_count(s, "messages"), 20000);
+        rlhi_store_close(s);
+        /* and the store is back in WAL mode */
+        {
+            sqlite3 *d = NULL;
+            sqlite3_stmt *q = NULL;
+
+            CHECK(sqlite3_open(db, &d) == SQLITE_OK);
+            CHECK(sqlite3_prepare_v2(d, "PRAGMA journal_mode", -1, &q,
+                                     NULL) == SQLITE_OK);
+            CHECK(sqlite3_step(q) == SQLITE_ROW);
+            CHECK_STR_EQ((const char *)sqlite3_column_text(q, 0), "wal");
+            sqlite3_finalize(q);
+            sqlite3_close(d);
+        }
+    }
+
+    TEST("a load while another connection is open stays in WAL mode") {
+        struct rlhi_ingest_opts o = {0};
+        struct rlhi_store *s = NULL, *other = NULL;
+        char mode[16] = "";
+        sqlite3_stmt *q = NULL;
+
+        unlink(tmp("two.db"));
+        CHECK_OK(rlhi_store_open(&s, tmp("two.db")));
+        CHECK_OK(rlhi_store_open(&other, tmp("two.db")));
+        if (!s || !other) {
+            rlhi_store_close(s);
+            rlhi_store_close(other);
+            break;
+        }
+        o.batch = 700;
+        CHECK_OK(rlhi_ingest(s, &log, 1, &o, &st));
+        CHECK_INT_EQ(st.inserted, 5000);
+        /* the other connection reads everything, and the WAL is folded */
+        CHECK_INT_EQ(rlhi_store_count(other, "messages"), 20000);
+        if (sqlite3_prepare_v2(rlhi_store_db(s), "PRAGMA journal_mode", -1,
+                               &q, NULL) == SQLITE_OK &&
+            sqlite3_step(q) == SQLITE_ROW)
+            snprintf(mode, sizeof mode, "%s", sqlite3_column_text(q, 0));
+        sqlite3_finalize(q);
+        CHECK_STR_EQ(mode, "wal");
+        CHECK_OK(rlhi_store_content_hash(s, hex));
+        CHECK_STR_EQ(hex, ref);
+        rlhi_store_close(other);
+        rlhi_store_close(s);
+    }
+
+    TEST("a new store has 16 KiB pages; bulk mode ends in WAL + NORMAL") {
+        struct rlhi_store *s = NULL;
+        sqlite3_stmt *q = NULL;
+
+        CHECK_OK(rlhi_store_open(&s, tmp("ref.db")));
+        if (!s)
+            break;
+        CHECK(sqlite3_prepare_v2(rlhi_store_db(s), "SELECT * FROM "
+                                 "pragma_page_size, pragma_journal_mode, "
+                                 "pragma_synchronous", -1, &q, NULL) ==
+              SQLITE_OK);
+        CHECK(sqlite3_step(q) == SQLITE_ROW);
+        CHECK_INT_EQ(sqlite3_column_int(q, 0), 16384);
+        CHECK_STR_EQ((const char *)sqlite3_column_text(q, 1), "wal");
+        CHECK_INT_EQ(sqlite3_column_int(q, 2), 1); /* NORMAL */
+        sqlite3_finalize(q);
         rlhi_store_close(s);
     }
 

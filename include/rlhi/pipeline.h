@@ -33,7 +33,8 @@ struct rlhi_ingest_opts {
     int min_conversations_per_user;
     int max_turns;      /* drop conversations with more user turns; 0: any */
     bool force;         /* ignore resume markers; re-read every file */
-    int batch;          /* records per transaction; 0: RLHI_STORE_BATCH */
+    int batch;          /* records per transaction; 0: 10000 records or
+                           64 MiB of lines, whichever comes first */
     /* Test hook: stop with RLHI_EIO after this many committed batches, as
      * if the process had been killed. 0: off. */
     int stop_after_batches;

@@ -52,6 +52,19 @@ const char *rlhi_store_path(const struct rlhi_store *s);
  * SQLite's message. */
 int rlhi_store_exec(struct rlhi_store *s, const char *sql);
 
+/* Bulk loading (ingest). bulk_begin switches the store to a rollback
+ * journal with synchronous=FULL: every page is then written once, straight
+ * into the database, instead of once to the WAL and again at the
+ * checkpoint (measured: ingest 30-40% faster). A commit is still atomic and
+ * survives a killed process: a killed run leaves a journal that SQLite
+ * rolls back on the next open. When other connections have the store open
+ * the switch is refused and the load stays in WAL mode, with checkpoints
+ * postponed to bulk_end. bulk_end returns to WAL + NORMAL (and
+ * checkpoints); rlhi_store_open does the same for a store left in rollback
+ * mode by a killed load. Both outside a transaction; 0 or RLHI_EDB. */
+int rlhi_store_bulk_begin(struct rlhi_store *s);
+int rlhi_store_bulk_end(struct rlhi_store *s);
+
 /* Transactions. begin uses BEGIN IMMEDIATE so that a second writer waits
  * (busy timeout) instead of failing half-way. 0 or RLHI_EDB. */
 int rlhi_store_begin(struct rlhi_store *s);

@@ -2,21 +2,23 @@
  *
  * One record (line) = one conversation. A record is checked completely
  * before anything is written, so a bad record leaves no trace but a warning.
- * Records are written in transactions of `batch` lines; each commit also
+ * Records are written in transactions (INGEST_BATCH_*); each commit also
  * writes the file's resume marker (byte offset of the next line, line
  * number, and the counts so far), so a killed run loses at most the batch in
  * flight, and a rerun seeks to the marker and ends with the same counts and
  * rows as an uninterrupted run. conversations.hash is UNIQUE and written
  * with INSERT OR IGNORE, so even a rerun with --force duplicates nothing.
  *
- * Where the time goes (bench/bench_ingest.py, 200 MB of WildChat-shaped
- * lines, 2 busy cores): jansson's own reader parses about 37 MB/s of CPU,
- * a third of CPython's json, and was 60% of the time; the fast path below
- * (grammar-checked, builds only the keys we read, falls back to jansson
- * for anything doubtful) made parsing about a quarter. What remains is
- * SQLite's B-trees and the disk: the WAL and the database each get every
- * byte once, and the wall time is bound by those writes, as it is for the
- * Python script.
+ * Where the time goes (bench/bench_ingest.py, 100 MB of WildChat-shaped
+ * lines, 2 cores): jansson's own reader parses about 37 MB/s of CPU, a
+ * third of CPython's json; the fast path below (grammar-checked, builds
+ * only the keys we read, falls back to jansson for anything doubtful)
+ * reads, parses and checks about 170 MB/s on one core. A second thread does
+ * that (read_group) while the calling thread stores the group before, so
+ * the wall time is SQLite's: B-tree inserts, and every page written once
+ * (rlhi_store_bulk_begin: a rollback journal instead of WAL + checkpoint,
+ * which wrote each page twice). Together: 100 MB in 1.0-1.3 s, against
+ * 2.8 s for the Python script on the same file.
  */
 #include "rlhi/pipeline.h"
 
@@ -68,11 +70,18 @@ struct rec {
     uint64_t line_no, end_off;
 };
 
-/* Lines parsed together (in parallel) before they are stored in order:
- * enough to keep the threads busy, small enough (with GROUP_BYTES) to keep
- * the parsed trees in cache-sized arenas. */
+/* Lines read and parsed together while the group before is stored:
+ * enough to keep the reading thread ahead, small enough (with GROUP_BYTES)
+ * to keep two groups' trees in cache-sized arenas. */
 #define GROUP_LINES 256
 #define GROUP_BYTES (8u << 20)
+
+/* A transaction (and resume marker) every 10000 lines or 64 MiB of them,
+ * whichever comes first, unless opts->batch says otherwise: about a second
+ * of work, so a kill loses little, and few enough commits (each waits for
+ * the disk) to cost under 2% of the time. */
+#define INGEST_BATCH_LINES 10000
+#define INGEST_BATCH_BYTES (64u << 20)
 
 /* Counts kept per file, in a resume marker, and summed into the stats. */
 enum {
@@ -80,13 +89,36 @@ enum {
     C_TURNS, C_MESSAGES, C_BYTES, C_N
 };
 
+struct chunk;
+struct arena {
+    struct chunk *head;
+};
+
+/* A group of lines, read and parsed by the reading thread. */
+struct group {
+    struct rlhi_buf text;  /* the lines, NUL-separated */
+    struct rec *recs;      /* GROUP_LINES slots */
+    int n;                 /* lines in the group */
+    int end;               /* 0: more lines follow; 1: end of the file;
+                              negative: reading failed after the n lines
+                              (RLHI_EFORMAT: corrupt compressed data) */
+    char err[512];         /* the message of a negative `end` */
+    uint64_t raw_bytes;    /* bytes of the file read so far, for progress */
+    struct arena arena;    /* the parsed trees */
+    bool ready;            /* read and parsed, not yet stored */
+};
+
 struct ingest {
     struct rlhi_store *s;
     const struct rlhi_ingest_opts *o;
     sqlite3_stmt *user_get, *user_put, *conv_put, *msg_put;
-    struct rec *recs;       /* GROUP_LINES slots */
-    int threads;            /* parse threads */
-    struct rlhi_buf group;  /* the group's lines, NUL-separated */
+    /* the file being read and the reading thread (see read_group) */
+    struct rlhi_jsonl *r;
+    struct group grp[2];
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool threaded, stop;
     /* user key -> id cache: open addressing on FNV-1a, power-of-two size */
     struct slot { uint64_t h; char *key; int64_t id; } *map;
     size_t map_cap, map_n;
@@ -95,32 +127,32 @@ struct ingest {
 /* ---- a bump allocator for jansson -------------------------------------
  * Parsing a record with jansson makes hundreds of small allocations (every
  * key, string and hash table) that all die together when the record is
- * done; malloc and free were a quarter of ingest's time. While a thread has
- * its arena switched on, jansson allocates from it and frees are no-ops;
- * the arena is emptied between records. Everything else (other threads,
- * other modules, this thread with the arena off) goes to malloc and free
- * as jansson's defaults do, so installing the hooks changes nothing for
- * them. */
+ * done; malloc and free were a quarter of ingest's time. Each group of
+ * lines has its own arena; while the reading thread parses a group it
+ * points `cur_arena` at the group's arena, jansson allocates from it and
+ * frees are no-ops. The arena is emptied when the group is reused, after
+ * its records are stored. Everything else (other threads, other modules,
+ * this thread outside a parse) goes to malloc and free as jansson's
+ * defaults do, so installing the hooks changes nothing for them. */
 struct chunk {
     struct chunk *next;
     size_t cap, used;
     max_align_t data[];
 };
 
-static _Thread_local struct arena {
-    struct chunk *head;
-    bool on;
-} arena;
+static _Thread_local struct arena *cur_arena;
 
 /* 1 MiB holds a typical WildChat record's tree several times over. */
 #define ARENA_CHUNK (1u << 20)
 
 static void *arena_malloc(size_t n)
 {
-    struct chunk *c = arena.head;
+    struct arena *a = cur_arena;
+    struct chunk *c;
 
-    if (!arena.on)
+    if (!a)
         return malloc(n);
+    c = a->head;
     n = (n + 15) & ~(size_t)15;
     if (!c || c->used + n > c->cap) {
         size_t cap = n > ARENA_CHUNK ? n : ARENA_CHUNK;
@@ -129,8 +161,8 @@ static void *arena_malloc(size_t n)
             return NULL;
         c->cap = cap;
         c->used = 0;
-        c->next = arena.head;
-        arena.head = c;
+        c->next = a->head;
+        a->head = c;
     }
     c->used += n;
     return (char *)c->data + c->used - n;
@@ -138,19 +170,19 @@ static void *arena_malloc(size_t n)
 
 static void arena_free(void *p)
 {
-    for (struct chunk *c = arena.head; c; c = c->next)
-        if ((char *)p >= (char *)c->data &&
-            (char *)p < (char *)c->data + c->cap)
-            return;
+    if (cur_arena)
+        for (struct chunk *c = cur_arena->head; c; c = c->next)
+            if ((char *)p >= (char *)c->data &&
+                (char *)p < (char *)c->data + c->cap)
+                return;
     free(p);
 }
 
-/* Empties this thread's arena. When one chunk was not enough, the chunks
- * are replaced by one as large as all of them, so that the next group
- * fits in a single chunk. */
-static void arena_reset(void)
+/* Empties an arena. When one chunk was not enough, the chunks are replaced
+ * by one as large as all of them, so that the next group fits in one. */
+static void arena_reset(struct arena *a)
 {
-    struct chunk *c = arena.head;
+    struct chunk *c = a->head;
     size_t total = 0;
 
     if (!c)
@@ -166,24 +198,23 @@ static void arena_reset(void)
         rlhi_free(c);
         c = n;
     }
-    arena.head = NULL;
+    a->head = NULL;
     if ((c = rlhi_malloc(sizeof *c + total))) {
         c->cap = total;
         c->used = 0;
         c->next = NULL;
-        arena.head = c;
+        a->head = c;
     }
 }
 
-static void arena_release(void)
+static void arena_release(struct arena *a)
 {
-    while (arena.head) {
-        struct chunk *n = arena.head->next;
+    while (a->head) {
+        struct chunk *n = a->head->next;
 
-        rlhi_free(arena.head);
-        arena.head = n;
+        rlhi_free(a->head);
+        a->head = n;
     }
-    arena.on = false;
 }
 
 static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
@@ -1242,69 +1273,169 @@ static json_t *fast_parse(const char *s, size_t n)
 /* Parses and checks one line of the group (runs on any thread). */
 static bool use_fast = true;
 
+/* Parses and checks one line; the tree lives in the group's arena (no
+ * json_decref), which is emptied when the group is read again. */
 static void parse_rec(struct rec *x, const char *text)
 {
     json_error_t jerr;
-    json_t *v;
+    json_t *v = use_fast ? fast_parse(text, x->len) : NULL;
 
-    arena.on = true;
-    v = use_fast ? fast_parse(text, x->len) : NULL;
     if (!v)
         v = json_loadb(text, x->len, 0, &jerr);
-    arena.on = false;
     if (!v) {
         snprintf(x->err, sizeof x->err, "%s", jerr.text);
         x->status = RLHI_EFORMAT;
         return;
     }
-    /* No json_decref: the tree lives in this thread's arena, which is
-     * emptied when the next group is parsed. */
     x->status = check_record(x, v);
+    if (x->status < 0 && x->status != RLHI_EFORMAT)
+        snprintf(x->err, sizeof x->err, "%s", rlhi_errmsg());
 }
 
-/* Parse threads: 1 unless RLHI_INGEST_THREADS says otherwise. With the
- * fast path, parsing is about a quarter of ingest's CPU time and the rest
- * (SQLite, the disk) is serial, so more threads gain little on an idle
- * machine and lose on a busy one (OpenMP barriers spin while a thread
- * waits for a core): measured on 2 cores under load, 1 thread took 8.5 s
- * for 200 MB, 2 threads 13.5 s. */
-static int parse_threads(void)
+/* ---- the reading thread -------------------------------------------------
+ * Reading, decompressing and parsing a group of lines takes about a third
+ * of the time it takes SQLite to store it, so a second thread does it while
+ * the calling thread stores the group before: two groups take turns. The
+ * store is only ever touched by the calling thread, in line order, so a
+ * run's rows, markers and messages are exactly those of a one-thread run. */
+
+/* Reads up to a group of lines and parses them. */
+static void read_group(struct rlhi_jsonl *r, struct group *gr)
 {
-    const char *v = getenv("RLHI_INGEST_THREADS");
-    int n = v ? atoi(v) : 1;
+    int rrc = 1;
 
-    return n < 1 ? 1 : n > 64 ? 64 : n;
-}
+    rlhi_buf_clear(&gr->text);
+    arena_reset(&gr->arena);
+    gr->n = 0;
+    gr->end = 0;
+    while (gr->n < GROUP_LINES && gr->text.len < GROUP_BYTES) {
+        struct rec *x = &gr->recs[gr->n];
+        const char *line;
+        size_t len;
 
-/* Parses recs[0..n) of the group, spread over the parse threads. Each
- * thread first empties its own arena: the previous group is stored. */
-static void parse_group(struct ingest *g, int n)
-{
-    const char *text = g->group.buf;
-
-#pragma omp parallel num_threads(g->threads)
-    {
-        arena_reset();
-#pragma omp for schedule(dynamic, 4)
-        for (int i = 0; i < n; i++)
-            parse_rec(&g->recs[i], text + g->recs[i].off);
+        if ((rrc = rlhi_jsonl_next_line(r, &line, &len)) <= 0)
+            break;
+        x->off = gr->text.len;
+        x->len = len;
+        x->line_no = rlhi_jsonl_line_no(r);
+        x->end_off = rlhi_jsonl_end_offset(r);
+        /* copied: the reader reuses its buffer */
+        if (rlhi_buf_add(&gr->text, line, len) ||
+            rlhi_buf_addc(&gr->text, 0)) {
+            rrc = rlhi_err(RLHI_ENOMEM, "cannot read '%s'",
+                           rlhi_jsonl_path(r));
+            break;
+        }
+        gr->n++;
     }
+    if (rrc <= 0) {
+        gr->end = rrc == 0 ? 1 : rrc;
+        snprintf(gr->err, sizeof gr->err, "%s", rrc ? rlhi_errmsg() : "");
+    }
+    gr->raw_bytes = rlhi_jsonl_raw_bytes(r);
+    cur_arena = &gr->arena;
+    for (int i = 0; i < gr->n; i++)
+        parse_rec(&gr->recs[i], gr->text.buf + gr->recs[i].off);
+    cur_arena = NULL;
+}
+
+static void *reader_main(void *arg)
+{
+    struct ingest *g = arg;
+
+    for (int k = 0;; k ^= 1) {
+        struct group *gr = &g->grp[k];
+        bool stop;
+
+        pthread_mutex_lock(&g->mu);
+        while (gr->ready && !g->stop)
+            pthread_cond_wait(&g->cv, &g->mu);
+        stop = g->stop;
+        pthread_mutex_unlock(&g->mu);
+        if (stop)
+            break;
+        read_group(g->r, gr);
+        pthread_mutex_lock(&g->mu);
+        gr->ready = true;
+        pthread_cond_broadcast(&g->cv);
+        pthread_mutex_unlock(&g->mu);
+        if (gr->end)
+            break;
+    }
+    return NULL;
+}
+
+/* Starts reading g->r. Without a thread (none could be started), groups
+ * are read on demand by take_group. */
+static void start_reading(struct ingest *g)
+{
+    g->stop = false;
+    g->grp[0].ready = g->grp[1].ready = false;
+    g->threaded = pthread_create(&g->th, NULL, reader_main, g) == 0;
+}
+
+/* Waits for group k to be read and parsed. */
+static struct group *take_group(struct ingest *g, int k)
+{
+    struct group *gr = &g->grp[k];
+
+    if (!g->threaded) {
+        read_group(g->r, gr);
+        return gr;
+    }
+    pthread_mutex_lock(&g->mu);
+    while (!gr->ready)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    return gr;
+}
+
+/* Group k is stored: the reading thread may fill it again. */
+static void give_group(struct ingest *g, int k)
+{
+    struct group *gr = &g->grp[k];
+
+    for (int i = 0; i < gr->n; i++)
+        conv_reset(&gr->recs[i].c);
+    if (!g->threaded)
+        return;
+    pthread_mutex_lock(&g->mu);
+    gr->ready = false;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Stops the reading thread (it finishes the group in hand) and waits. */
+static void stop_reading(struct ingest *g)
+{
+    if (!g->threaded)
+        return;
+    pthread_mutex_lock(&g->mu);
+    g->stop = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    pthread_join(g->th, NULL);
+    g->threaded = false;
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < g->grp[k].n; i++)
+            conv_reset(&g->grp[k].recs[i].c);
 }
 
 static int ingest_file(struct ingest *g, const char *path, int *batches,
                        struct rlhi_ingest_stats *stats)
 {
     const struct rlhi_ingest_opts *o = g->o;
-    int batch = o->batch > 0 ? o->batch : RLHI_STORE_BATCH;
-    struct rlhi_jsonl *r = NULL;
+    uint64_t batch = o->batch > 0 ? (uint64_t)o->batch : INGEST_BATCH_LINES;
+    uint64_t batch_bytes = o->batch > 0 ? UINT64_MAX : INGEST_BATCH_BYTES;
+    uint64_t since_lines = 0, since_bytes = 0;
     struct rlhi_progress prog;
-    uint64_t cnt[C_N] = {0}, end_off = 0, end_line = 0;
+    uint64_t cnt[C_N] = {0}, end_off = 0, end_line = 0, raw = 0;
     char *key = NULL, *mark = NULL;
     struct stat st;
-    bool in_txn = false, eof = false;
-    int rc, rrc = 0;
+    bool in_txn = false, reading = false;
+    int rc, end = 0;
 
-    if ((rc = rlhi_jsonl_open(&r, path)))
+    if ((rc = rlhi_jsonl_open(&g->r, path)))
         return rc;
 
     /* Resume where an earlier run of the same file stopped. */
@@ -1329,7 +1460,7 @@ static int ingest_file(struct ingest *g, const char *path, int *batches,
                 goto out;
             }
             if (state == 0) {
-                if ((rc = rlhi_jsonl_skip_to(r, off, lno)))
+                if ((rc = rlhi_jsonl_skip_to(g->r, off, lno)))
                     goto out;
                 rlhi_info("%s: resuming at line %llu", path,
                           (unsigned long long)lno + 1);
@@ -1349,38 +1480,15 @@ static int ingest_file(struct ingest *g, const char *path, int *batches,
     if ((rc = rlhi_store_begin(g->s)))
         goto out;
     in_txn = true;
-    while (!eof) {
-        int n = 0;
-
-        /* Read a group of lines (copied: the reader reuses its buffer). */
-        rlhi_buf_clear(&g->group);
-        while (n < GROUP_LINES && g->group.len < GROUP_BYTES) {
-            const char *line;
-            size_t len;
-            struct rec *x = &g->recs[n];
-
-            rrc = rlhi_jsonl_next_line(r, &line, &len);
-            if (rrc <= 0) {
-                eof = true;
-                break;
-            }
-            x->off = g->group.len;
-            x->len = len;
-            x->line_no = rlhi_jsonl_line_no(r);
-            x->end_off = rlhi_jsonl_end_offset(r);
-            if (rlhi_buf_add(&g->group, line, len) ||
-                rlhi_buf_addc(&g->group, 0)) {
-                rc = rlhi_err(RLHI_ENOMEM, "cannot read '%s'", path);
-                goto out;
-            }
-            n++;
-        }
-        parse_group(g, n);
+    start_reading(g);
+    reading = true;
+    for (int k = 0; !end; k ^= 1) {
+        struct group *gr = take_group(g, k);
 
         /* Store in line order; commit every `batch` lines together with
          * the marker for the line after. */
-        for (int i = 0; i < n; i++) {
-            struct rec *x = &g->recs[i];
+        for (int i = 0; i < gr->n; i++) {
+            struct rec *x = &gr->recs[i];
 
             cnt[C_LINES]++;
             if (x->status == RLHI_EFORMAT) {
@@ -1388,7 +1496,9 @@ static int ingest_file(struct ingest *g, const char *path, int *batches,
                           (unsigned long long)x->line_no, x->err);
                 cnt[C_BAD]++;
             } else if (x->status < 0) {
-                rc = x->status;
+                rc = rlhi_err(x->status, "%s:%llu: %s", path,
+                              (unsigned long long)x->line_no,
+                              x->err[0] ? x->err : "cannot read the line");
                 goto out;
             } else if ((rc = filtered(o, &x->c))) {
                 cnt[rc]++;
@@ -1400,18 +1510,19 @@ static int ingest_file(struct ingest *g, const char *path, int *batches,
                 if (rc == C_INSERTED)
                     cnt[C_MESSAGES] += x->c.n;
             }
-            conv_reset(&x->c);
             end_off = x->end_off;
             end_line = x->line_no;
 
-            if (cnt[C_LINES] % (uint64_t)batch == 0) {
+            since_bytes += x->len + 1;
+            if (++since_lines >= batch || since_bytes >= batch_bytes) {
+                since_lines = since_bytes = 0;
                 cnt[C_BYTES] = end_off;
                 if ((key && (rc = marker_put(g, key, end_off, end_line, cnt,
                                              false))) ||
                     (rc = rlhi_store_commit(g->s)))
                     goto out;
                 in_txn = false;
-                rlhi_progress_update(&prog, rlhi_jsonl_raw_bytes(r));
+                rlhi_progress_update(&prog, raw);
                 if (o->stop_after_batches &&
                     ++*batches >= o->stop_after_batches) {
                     rc = rlhi_err(RLHI_EIO, "stopped after %d batches "
@@ -1423,37 +1534,43 @@ static int ingest_file(struct ingest *g, const char *path, int *batches,
                 in_txn = true;
             }
         }
+        raw = gr->raw_bytes;
+        end = gr->end;
+        if (end == RLHI_EFORMAT) {
+            /* Corrupt or truncated compressed data: what came before it
+             * stays; the file counts as one malformed record. */
+            rlhi_warn("%s", gr->err);
+            cnt[C_BAD]++;
+        } else if (end < 0) {
+            rc = rlhi_err(end, "%s", gr->err);
+            goto out;
+        }
+        give_group(g, k);
     }
-    if (rrc == RLHI_EFORMAT) {
-        /* Corrupt or truncated compressed data: what came before it stays;
-         * the file counts as one malformed record. */
-        rlhi_warn("%s", rlhi_errmsg());
-        cnt[C_BAD]++;
-    } else if (rrc < 0) {
-        rc = rrc;
-        goto out;
-    }
+    stop_reading(g);
+    reading = false;
     cnt[C_BYTES] = end_off;
     if ((key && (rc = marker_put(g, key, end_off, end_line, cnt, true))) ||
         (rc = rlhi_store_commit(g->s)))
         goto out;
     in_txn = false;
-    rlhi_progress_update(&prog, rlhi_jsonl_raw_bytes(r));
+    rlhi_progress_update(&prog, raw);
     rlhi_progress_finish(&prog);
     rc = 0;
 
 out:
+    if (reading)
+        stop_reading(g);
     if (in_txn)
         rlhi_store_rollback(g->s);
-    for (int i = 0; i < GROUP_LINES; i++)
-        conv_reset(&g->recs[i].c);
     if (rc < 0)
         map_clear(g); /* ids of rolled-back users must not be reused */
     else
         add_counts(stats, cnt);
     rlhi_free(key);
     rlhi_free(mark);
-    rlhi_jsonl_close(r);
+    rlhi_jsonl_close(g->r);
+    g->r = NULL;
     return rc < 0 ? rc : 0;
 }
 
@@ -1523,16 +1640,19 @@ int rlhi_ingest(struct rlhi_store *s, const char *const *paths, int npaths,
     double t0 = rlhi_time_now();
     int64_t run = 0;
     int i, rc, batches = 0;
+    bool bulk = false;
     char counts[512];
 
     memset(&g, 0, sizeof g);
     memset(stats, 0, sizeof *stats);
     pthread_once(&arena_once, arena_install);
     use_fast = !getenv("RLHI_INGEST_JANSSON");
-    g.threads = parse_threads();
     g.s = s;
     g.o = opts ? opts : &defaults;
-    if (!(g.recs = rlhi_calloc(GROUP_LINES, sizeof *g.recs))) {
+    pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.cv, NULL);
+    if (!(g.grp[0].recs = rlhi_calloc(GROUP_LINES, sizeof *g.grp[0].recs)) ||
+        !(g.grp[1].recs = rlhi_calloc(GROUP_LINES, sizeof *g.grp[1].recs))) {
         rc = rlhi_err(RLHI_ENOMEM, "cannot start ingest");
         goto out;
     }
@@ -1553,12 +1673,9 @@ int rlhi_ingest(struct rlhi_store *s, const char *const *paths, int npaths,
                                  "VALUES (?, ?, ?, ?, ?, ?)")))
         goto out;
 
-    /* No checkpoints while loading: each one waits for the disk
-     * (fdatasync) and they cost more wall time than the whole parse on a
-     * slow disk; the WAL is copied into the database once at the end (a
-     * killed run leaves a long WAL, which SQLite replays on the next open). */
-    if ((rc = rlhi_store_exec(s, "PRAGMA wal_autocheckpoint=0")))
+    if ((rc = rlhi_store_bulk_begin(s)))
         goto out;
+    bulk = true;
     for (i = 0; i < npaths; i++) {
         if ((rc = ingest_file(&g, paths[i], &batches, stats)))
             goto out;
@@ -1567,23 +1684,34 @@ int rlhi_ingest(struct rlhi_store *s, const char *const *paths, int npaths,
     rc = finish_users(&g, stats);
 
 out:
-    /* back to SQLite's default (1000 pages), and fold the WAL in now */
-    rlhi_store_exec(s, "PRAGMA wal_autocheckpoint=1000");
-    if (rc == 0)
-        rc = rlhi_store_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)");
+    if (bulk) {
+        char why[512];
+
+        /* keep the first error's message */
+        snprintf(why, sizeof why, "%s", rlhi_errmsg());
+        if (rlhi_store_bulk_end(s) && rc == 0)
+            rc = RLHI_EDB;
+        else if (rc)
+            rlhi_err(rc, "%s", why);
+    }
     sqlite3_finalize(g.user_get);
     sqlite3_finalize(g.user_put);
     sqlite3_finalize(g.conv_put);
     sqlite3_finalize(g.msg_put);
-    for (i = 0; g.recs && i < GROUP_LINES; i++) {
-        conv_reset(&g.recs[i].c);
-        rlhi_free(g.recs[i].c.m);
+    for (int k = 0; k < 2; k++) {
+        struct group *gr = &g.grp[k];
+
+        for (i = 0; gr->recs && i < GROUP_LINES; i++) {
+            conv_reset(&gr->recs[i].c);
+            rlhi_free(gr->recs[i].c.m);
+        }
+        rlhi_free(gr->recs);
+        rlhi_buf_release(&gr->text);
+        arena_release(&gr->arena);
     }
-    rlhi_free(g.recs);
-    rlhi_buf_release(&g.group);
+    pthread_cond_destroy(&g.cv);
+    pthread_mutex_destroy(&g.mu);
     map_clear(&g);
-#pragma omp parallel num_threads(g.threads)
-    arena_release();
     stats->seconds = rlhi_time_now() - t0;
     if (rc == 0 && run) {
         snprintf(counts, sizeof counts,
