@@ -80,6 +80,7 @@ int cmd_tokenizer(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int bench_ingest(int argc, char **argv);
+int bench_feedback(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_bench_serve(int argc, char **argv);
 int cmd_sim(int argc, char **argv);

@@ -258,6 +258,7 @@ int cmd_bench(int argc, char **argv)
                "  train      one training step of the 124.7M shape\n"
                "  dpo        one DPO step of the 124.7M shape\n"
                "  ingest     MB/s of rlhi ingest against a Python script\n"
+               "  feedback   turns/minute of the builtin feedback detector\n"
                "  serve      rlhi serve requests/s and tokens/s at 1, 4, "
                "16 clients\n");
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
@@ -268,6 +269,8 @@ int cmd_bench(int argc, char **argv)
         return bench_generate(argc - 1, argv + 1);
     if (!strcmp(argv[1], "ingest"))
         return bench_ingest(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "feedback"))
+        return bench_feedback(argc - 1, argv + 1);
     if (!strcmp(argv[1], "dpo"))
         return bench_dpo(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train"))

@@ -73,6 +73,8 @@ int cmd_feedback(int argc, char **argv)
         {"db", CLI_STR, &db, "the store"},
         {"backend", CLI_STR, &o.backend, "builtin (default)"},
         {"force", CLI_BOOL, &o.force, "relabel every conversation"},
+        {"threads", CLI_INT, &o.threads,
+         "classifying threads (default: the CPUs, at most 8)"},
         {NULL, 0, NULL, NULL},
     };
 

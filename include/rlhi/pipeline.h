@@ -122,6 +122,7 @@ int rlhi_feedback_classify(struct rlhi_feedback_detector *d,
 struct rlhi_feedback_opts {
     const char *backend;    /* "builtin" (NULL means builtin) */
     bool force;             /* relabel everything for this backend */
+    int threads;            /* classifying threads; 0: online CPUs, <= 8 */
     int stop_after_batches; /* test hook as in rlhi_ingest_opts */
     const char *args;
 };
