@@ -82,7 +82,10 @@ demo: $(BUILD)/rlhi
 	$(BUILD)/rlhi demo
 
 bench: $(BUILD)/rlhi
+	sh scripts/deps.sh --bench
 	$(BUILD)/rlhi bench generate
+	$(BUILD)/rlhi bench ingest --mb 100
+	$(BUILD)/rlhi bench feedback
 
 fixtures:
 	sh scripts/deps.sh --torch

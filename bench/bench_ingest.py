@@ -3,8 +3,10 @@
 
 Generates a WildChat-shaped JSONL file (default 200 MB; seeded, so the same
 file every time), then times
-  1. `rlhi ingest FILE --db DB` (C, jansson, SQLite prepared statements,
-     one transaction per 1000 records, WAL + synchronous=NORMAL), and
+  1. `rlhi ingest FILE --db DB` (C: a reading thread parses while the
+     calling thread stores with SQLite prepared statements; a transaction
+     per 10000 records; rollback journal + synchronous=FULL while loading,
+     16 KiB pages; see docs/STORE.md), and
   2. the obvious Python script: json.loads per line, sqlite3 executemany
      into the same tables in one transaction (also WAL + NORMAL),
 and prints MB/s and conversations/s of each and the ratio.
@@ -158,7 +160,7 @@ def main():
 
     db_c, db_py = os.path.join(a.dir, "c.db"), os.path.join(a.dir, "py.db")
     for p in (db_c, db_py):
-        for ext in ("", "-wal", "-shm"):
+        for ext in ("", "-wal", "-shm", "-journal"):
             if os.path.exists(p + ext):
                 os.remove(p + ext)
     subprocess.run(["sync"])
@@ -188,7 +190,7 @@ def main():
           % (tp / tc, cp / cc))
     if not a.keep:
         for p in (db_c, db_py):
-            for ext in ("", "-wal", "-shm"):
+            for ext in ("", "-wal", "-shm", "-journal"):
                 if os.path.exists(p + ext):
                     os.remove(p + ext)
 

@@ -9,6 +9,8 @@ libcurl4-openssl-dev libmicrohttpd-dev libutf8proc-dev"
 # python3-torch is only used to regenerate committed reference fixtures and
 # by the benchmarks' PyTorch comparison: `scripts/deps.sh --torch` adds it.
 if [ "$1" = "--torch" ]; then PKGS="$PKGS python3-torch python3-numpy"; fi
+# `make bench` times the ingest against a Python script: python3 alone.
+if [ "$1" = "--bench" ]; then PKGS="$PKGS python3"; fi
 
 missing=""
 for p in $PKGS; do
