@@ -277,9 +277,8 @@ static void log_to_stderr(enum rlhi_log_level level, const char *msg,
 static void progress_bar(const struct rlhi_progress *p, bool final, void *u)
 {
     static double last;
-    double now = rlhi_time_now(), dt = now - p->t_start;
-    double rate = dt > 0 ? (double)p->done / dt : 0;
-    char bar[31];
+    double now = rlhi_time_now();
+    char bar[31], text[160];
     int i, fill = 0;
 
     (void)u;
@@ -291,14 +290,9 @@ static void progress_bar(const struct rlhi_progress *p, bool final, void *u)
     for (i = 0; i < 30; i++)
         bar[i] = i < fill ? '#' : (p->total ? '.' : ' ');
     bar[30] = 0;
-    if (p->total && rate > 0 && !final)
-        fprintf(stderr, "\r%s [%s] %llu/%llu %.1f/s eta %.0fs   ", p->label,
-                bar, (unsigned long long)p->done,
-                (unsigned long long)p->total, rate,
-                (double)(p->total - p->done) / rate);
-    else
-        fprintf(stderr, "\r%s [%s] %llu %.1f/s %.1fs   ", p->label, bar,
-                (unsigned long long)p->done, rate, dt);
+    rlhi_progress_text(p, final, text, sizeof text);
+    /* \033[K clears what a longer line before left */
+    fprintf(stderr, "\r%s [%s] %s\033[K", p->label, bar, text);
     if (final)
         fputc('\n', stderr);
 }

@@ -94,5 +94,29 @@ int main(void)
         rlhi_free(data);
         unlink(path);
     }
+    TEST("progress text: items and bytes") {
+        struct rlhi_progress p;
+        char t[160];
+
+        rlhi_progress_start(&p, "x", 5000);
+        p.t_start -= 10; /* ten seconds in */
+        p.done = 1200;
+        rlhi_progress_text(&p, false, t, sizeof t);
+        CHECK(!strncmp(t, "1200/5000 (24%), 120.0/s, eta 32s", 33));
+        rlhi_progress_text(&p, true, t, sizeof t);
+        CHECK(!strncmp(t, "1200 done, 120.0/s, 10.0s", 25));
+        rlhi_progress_start_bytes(&p, "f", 100000000);
+        p.t_start -= 10;
+        p.done = 12000000;
+        rlhi_progress_text(&p, false, t, sizeof t);
+        CHECK(!strncmp(t, "12.0/100.0 MB (12%), 1.2 MB/s, eta 73s", 38));
+        p.total = 0;
+        rlhi_progress_text(&p, false, t, sizeof t);
+        CHECK(!strncmp(t, "12.0 MB so far, 1.2 MB/s, 10.0s", 31));
+        /* a small buffer is cut, not overrun */
+        rlhi_progress_text(&p, false, t, 8);
+        CHECK_INT_EQ((long long)strlen(t), 7);
+    }
+
     return check_summary();
 }

@@ -232,6 +232,7 @@ struct rlhi_progress {
     uint64_t done;
     double t_start;
     double t_last;
+    bool bytes; /* done/total count bytes: shown as MB and MB/s */
 };
 typedef void (*rlhi_progress_fn)(const struct rlhi_progress *p, bool final,
                                  void *user);
@@ -239,6 +240,14 @@ typedef void (*rlhi_progress_fn)(const struct rlhi_progress *p, bool final,
 void rlhi_progress_set_hook(rlhi_progress_fn fn, void *user);
 void rlhi_progress_start(struct rlhi_progress *p, const char *label,
                          uint64_t total);
+/* The same, counting bytes. */
+void rlhi_progress_start_bytes(struct rlhi_progress *p, const char *label,
+                               uint64_t total);
+/* The state as text without the label, e.g. "1200/5000 (24%), 310.2/s,
+ * eta 12s" or "12.0/100.0 MB (12%), 45.1 MB/s, eta 2s"; `final` gives the
+ * totals and the elapsed time instead of the eta. For progress hooks. */
+void rlhi_progress_text(const struct rlhi_progress *p, bool final, char *buf,
+                        size_t cap);
 void rlhi_progress_update(struct rlhi_progress *p, uint64_t done);
 void rlhi_progress_finish(struct rlhi_progress *p);
 

@@ -1476,7 +1476,7 @@ static int ingest_file(struct ingest *g, const char *path, int *batches,
     }
 
     /* progress in bytes of the file as stored (compressed or not) */
-    rlhi_progress_start(&prog, path, (uint64_t)st.st_size);
+    rlhi_progress_start_bytes(&prog, path, (uint64_t)st.st_size);
     if ((rc = rlhi_store_begin(g->s)))
         goto out;
     in_txn = true;

@@ -620,7 +620,7 @@ int rlhi_bpe_trainer_add_file(struct rlhi_bpe_trainer *t, const char *path,
         rlhi_free(data);
         return r ? rlhi_err_prefix(r, "'%s'", path) : 0;
     }
-    rlhi_progress_start(&p, path, len);
+    rlhi_progress_start_bytes(&p, path, len);
     while (pos < len && !r) {
         size_t e = pos;
 
