@@ -671,6 +671,20 @@ int main(int argc, char **argv)
             fwrite(line, 1, (size_t)len, f);
             fputc('\n', f);
         }
+        /* every special byte at every offset of an 8-byte block, in a
+         * long string (the reader skips plain ASCII 8 bytes at a time) */
+        for (int k = 0; k < 24; k++) {
+            static const char *const special[] = {
+                "\\n", "\\\"", "\\u00e9", "\x01", "\x1f", "\x7f",
+                "\xc3\xa9", "\xc0\xaf", "\xff", "\xe2\x9c", "\"", " ~",
+            };
+
+            for (size_t j = 0; j < sizeof special / sizeof *special; j++)
+                fprintf(f, "{\"conversation_hash\": \"s%d-%zu\", "
+                           "\"conversation\": [{\"role\": \"user\", "
+                           "\"content\": \"%.*s%sbbbbbbbbbbbbbbbbb\"}]}\n",
+                        k, j, k, "aaaaaaaaaaaaaaaaaaaaaaaaaaaa", special[j]);
+        }
         fclose(f);
 
         rlhi_buf_clear(&warnings);
