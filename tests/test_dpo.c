@@ -677,6 +677,18 @@ static void cache_tests(const char *tmp)
         CHECK_OK(rlhi_dpo_train(m, &d, &cfg, &r2));
         CHECK_NEAR(r2.last_loss, r1.last_loss, 1e-6, 1e-5);
 
+        /* a shared row longer than the context: two rows instead, the
+         * same training */
+        rlhi_model_free(m);
+        m = tiny_model(LV, 21, 0.05f);
+        m->cfg.max_seq_len = 16; /* pairs: <= 14 apart, <= 21 shared */
+        cfg.precompute_ref = true;
+        cfg.share = true;
+        cfg.ref_cache_dir = NULL;
+        CHECK_OK(rlhi_dpo_train(m, &d, &cfg, &r2));
+        CHECK_NEAR(r2.last_loss, r1.last_loss, 1e-6, 1e-5);
+        cfg.share = false;
+
         snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", out);
         CHECK_OK(rlhi_file_read(metrics, &text, &len));
         CHECK(text && strstr(text, "\"rewards/accuracies\"") &&

@@ -932,6 +932,7 @@ int rlhi_dpo_train(struct rlhi_model *m, const struct rlhi_dpo_data *d,
     struct rlhi_trainer_state st;
     struct rlhi_progress prog;
     struct rlhi_dpo_metrics win;
+    struct rlhi_dpo_config unshared;
     int *perm = NULL, B, T, bs = cfg->batch_size, r;
     double *ref_c = NULL, *ref_r = NULL, *rc_mb = NULL, *rr_mb = NULL;
     char *metrics = NULL;
@@ -950,6 +951,21 @@ int rlhi_dpo_train(struct rlhi_model *m, const struct rlhi_dpo_data *d,
     r = rlhi_model_own(m);
     if (r)
         return r;
+    /* A shared row (prompt | chosen | rejected) is longer than either of
+     * the two rows it replaces; when it would not fit the model's context,
+     * every pair takes two rows (the same losses, more prompt tokens). */
+    if (cfg->share) {
+        rlhi_dpo_batch_shape(d, bs, true, &B, &T);
+        if (T > m->cfg.max_seq_len) {
+            rlhi_info("dpo: with a shared prompt the longest pair needs %d "
+                      "positions, more than the model's context of %d; "
+                      "each pair takes two rows instead", T,
+                      m->cfg.max_seq_len);
+            unshared = *cfg;
+            unshared.share = false;
+            cfg = &unshared;
+        }
+    }
 
     steps_per_epoch = rlhi__schedule(d->n, bs, cfg->grad_accum,
                                      cfg->max_steps, cfg->num_train_epochs,
