@@ -3,6 +3,7 @@
 #   make test       install missing packages, build, run every test
 #   make demo       install missing packages, build, run the end-to-end demo
 #   make asan       build and test with AddressSanitizer + UBSan (build-asan/)
+#   make tsan       the threaded pipeline tests under ThreadSanitizer
 #   make check-long the slow checks (kept out of `make test`): also the
 #                   measurement of the feedback detector on held-out WildChat
 #   make bench      the benchmarks
@@ -33,6 +34,10 @@ CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer \
           -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
+ifdef TSAN
+CFLAGS += -fsanitize=thread -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=thread
+endif
 
 LIB_SRC := $(sort $(wildcard src/*/*.c))
 CLI_SRC := $(sort $(wildcard cli/*.c))
@@ -42,7 +47,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps test demo asan check-long bench fixtures clean format
+.PHONY: all deps test demo asan tsan check-long bench fixtures clean format
 # Keep the test objects: they are intermediate files to make otherwise.
 .SECONDARY:
 all: $(BUILD)/rlhi $(TEST_BIN)
@@ -77,6 +82,14 @@ check-long: all
 
 asan:
 	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1" test
+
+# The pthread pipelines (ingest's reading thread, the feedback stage's
+# classifying threads) under ThreadSanitizer. OpenMP code is left out:
+# libgomp is not instrumented and would report its own barriers.
+tsan:
+	$(MAKE) BUILD=build-tsan TSAN=1 OPT="-O1" build-tsan/tests/test_ingest \
+	    build-tsan/tests/test_feedback
+	sh tests/run.sh build-tsan test_ingest test_feedback
 
 demo: $(BUILD)/rlhi
 	$(BUILD)/rlhi demo
