@@ -11,7 +11,10 @@
 #include "check.h"
 #include "rlhi/generate.h"
 #include "rlhi/llm.h"
+#include "rlhi/pairs.h"
+#include "rlhi/pipeline.h"
 #include "rlhi/serve.h"
+#include "rlhi/store.h"
 
 /* A loopback port that nothing listens on: bind one, read it, close. */
 static int closed_port(void)
@@ -306,6 +309,63 @@ int main(void)
             sqlite3_close(db);
         }
         unlink(cache_path);
+    }
+
+    TEST("LLM feedback stage over HTTP: one batch, the server's refusal") {
+        /* The 260K-parameter story model reads 512 tokens, fewer than the
+         * detector's prompt: all 12 turns are sent as one batch, each is
+         * refused (HTTP 400, not retried), and the run fails with the
+         * server's message, storing nothing. (Verdicts, retries and
+         * batches of 32 are tested with a scripted backend in
+         * test_pairs.) */
+        struct rlhi_llm_options o2 = lo;
+        struct rlhi_llm *a = NULL;
+        struct rlhi_store *s = NULL;
+        struct rlhi_ask ask;
+        struct rlhi_ingest_stats is;
+        struct rlhi_feedback_stats fs;
+        struct rlhi_buf log = RLHI_BUF_INIT;
+        char dir[] = "/tmp/rlhi_test_llmfb_XXXXXX", path[128], db[128];
+        const char *p = path;
+        uint64_t before;
+        int rc;
+
+        CHECK(mkdtemp(dir) != NULL);
+        snprintf(path, sizeof path, "%s/log.jsonl", dir);
+        snprintf(db, sizeof db, "%s/s.db", dir);
+        for (int i = 0; i < 12; i++)
+            rlhi_buf_addf(&log, "{\"conversation_hash\": \"h%d\", "
+                          "\"conversation\": [{\"role\": \"user\", "
+                          "\"content\": \"Tell me a story %d\"}, "
+                          "{\"role\": \"assistant\", \"content\": \"Once "
+                          "upon a time.\"}, {\"role\": \"user\", "
+                          "\"content\": \"shorter please\"}]}\n", i, i);
+        o2.concurrency = 4;
+        CHECK_OK(rlhi_file_write_atomic(path, log.buf, log.len));
+        CHECK_OK(rlhi_store_open(&s, db));
+        CHECK_OK(rlhi_llm_open(&a, &o2));
+        if (!s || !a) {
+            rlhi_llm_close(a);
+            rlhi_store_close(s);
+            rlhi_buf_release(&log);
+            break;
+        }
+        CHECK_OK(rlhi_ingest(s, &p, 1, NULL, &is));
+        rlhi_ask_from_llm(&ask, a, 24);
+        before = rlhi_serve_requests(srv);
+        rc = rlhi_llm_feedback_run(s, &ask, "llm", false, &fs);
+        CHECK(rc < 0);
+        CHECK_MSG(strstr(rlhi_errmsg(), "HTTP 400") &&
+                  strstr(rlhi_errmsg(), "the limit is 512"), "%s",
+                  rlhi_errmsg());
+        CHECK_INT_EQ(rlhi_serve_requests(srv) - before, 12);
+        CHECK_INT_EQ(fs.turns, 0);
+        CHECK_INT_EQ(rlhi_store_count(s, "feedback"), 0);
+        rlhi_llm_close(a);
+        rlhi_store_close(s);
+        rlhi_buf_release(&log);
+        snprintf(path, sizeof path, "rm -rf '%s'", dir);
+        CHECK(system(path) == 0);
     }
 
     TEST("API key: sent when given, 401 is final") {

@@ -378,6 +378,45 @@ static int scripted_ask(struct rlhi_ask *a, const struct rlhi_chat_msg *m,
     return 0;
 }
 
+static int64_t count_sql(struct rlhi_store *s, const char *sql);
+
+/* A batch backend: the verdict depends on the turn quoted in the prompt
+ * ("BAD": malformed first, valid on the retry; "WORSE": malformed both
+ * times; else positive). Counts batches, their sizes and attempts. */
+struct batch_script {
+    int batches, asked, retried;
+    size_t largest;
+};
+
+static int batch_ask(struct rlhi_ask *a, const struct rlhi_chat_msg *const *m,
+                     const size_t *counts, size_t n, int attempt,
+                     char **texts)
+{
+    struct batch_script *b = a->ctx;
+
+    b->batches++;
+    b->largest = n > b->largest ? n : b->largest;
+    for (size_t i = 0; i < n; i++) {
+        /* the detector's prompt is the second message of each request */
+        const char *u = m[i][1].content;
+        bool bad = strstr(u, "WORSE") || (!attempt && strstr(u, "BAD"));
+
+        *(attempt ? &b->retried : &b->asked) += 1;
+        CHECK(counts[i] == (attempt ? 4u : 2u));
+        texts[i] = rlhi_strdup(bad ? "no idea" :
+                               "{\"label\": \"positive\", \"dissatisfied\""
+                               ": false, \"actionable\": false}");
+    }
+    return 0;
+}
+
+static int one_ask(struct rlhi_ask *a, const struct rlhi_chat_msg *m,
+                   size_t n, int attempt, char **text)
+{
+    (void)a; (void)m; (void)n; (void)attempt; (void)text;
+    return rlhi_err(RLHI_EINVAL, "fn called though many is set");
+}
+
 static void test_llm_detector(void)
 {
     TEST("feedback verdict: chatter around the JSON is tolerated") {
@@ -385,7 +424,7 @@ static void test_llm_detector(void)
                              "\"reattempt_feedback\", \"dissatisfied\": "
                              "true, \"actionable\": true}\n```"};
         struct script sc = {rep, 1, 0, 0, "", {0}};
-        struct rlhi_ask a = {scripted_ask, &sc, 0};
+        struct rlhi_ask a = {scripted_ask, &sc, 0, NULL};
         struct rlhi_fb_result r;
 
         CHECK_OK(rlhi_llm_feedback_classify(&a, "Explain DNS.", "DNS is a "
@@ -403,7 +442,7 @@ static void test_llm_detector(void)
                              "{\"label\": \"positive\", \"dissatisfied\": "
                              "false, \"actionable\": false}"};
         struct script sc = {rep, 2, 0, 0, "", {0}};
-        struct rlhi_ask a = {scripted_ask, &sc, 0};
+        struct rlhi_ask a = {scripted_ask, &sc, 0, NULL};
         struct rlhi_fb_result r;
 
         CHECK_OK(rlhi_llm_feedback_classify(&a, NULL, "Here you go.",
@@ -421,7 +460,7 @@ static void test_llm_detector(void)
                              "{\"label\": \"positive\", \"dissatisfied\": "
                              "\"no\", \"actionable\": false}"};
         struct script sc = {rep, 2, 0, 0, "", {0}};
-        struct rlhi_ask a = {scripted_ask, &sc, 0};
+        struct rlhi_ask a = {scripted_ask, &sc, 0, NULL};
         struct rlhi_fb_result r;
         int rc = rlhi_llm_feedback_classify(&a, NULL, "x", "y", false, &r);
 
@@ -435,7 +474,7 @@ static void test_llm_detector(void)
         const char *rep[] = {"{\"label\": \"new_request\", \"dissatisfied\""
                              ": false, \"actionable\": false}"};
         struct script sc = {rep, 1, 0, 0, "", {0}};
-        struct rlhi_ask a = {scripted_ask, &sc, 0};
+        struct rlhi_ask a = {scripted_ask, &sc, 0, NULL};
         struct rlhi_fb_result r;
 
         CHECK_OK(rlhi_llm_feedback_classify(&a, NULL, "ok", "mail me at "
@@ -445,6 +484,55 @@ static void test_llm_detector(void)
         CHECK(strstr(sc.last_user, "[EMAIL]") != NULL);
     }
 
+    TEST("LLM feedback stage: batches of 32, retries, warnings, resume") {
+        struct batch_script bs = {0};
+        struct rlhi_ask ask = {one_ask, &bs, 0, batch_ask};
+        struct rlhi_feedback_stats fs;
+        struct rlhi_ingest_stats is;
+        struct rlhi_buf log = RLHI_BUF_INIT;
+        struct rlhi_store *r = new_store("llmbatch.db");
+        char path[256];
+        const char *p = path;
+
+        /* 70 conversations, one follow-up each: 3 batches (32, 32, 6);
+         * turns 5, 15, ... say BAD; turn 40 says WORSE */
+        for (int i = 0; i < 70; i++)
+            rlhi_buf_addf(&log, "{\"conversation_hash\": \"b%02d\", "
+                          "\"conversation\": [{\"role\": \"user\", "
+                          "\"content\": \"question %d\"}, {\"role\": "
+                          "\"assistant\", \"content\": \"answer %d\"}, "
+                          "{\"role\": \"user\", \"content\": \"reply %d "
+                          "%s\"}]}\n", i, i, i, i,
+                          i == 40 ? "WORSE" : i % 10 == 5 ? "BAD" : "ok");
+        snprintf(path, sizeof path, "%s/batch.jsonl", tmpdir);
+        if (!r || rlhi_file_write_atomic(path, log.buf, log.len) ||
+            rlhi_ingest(r, &p, 1, NULL, &is)) {
+            CHECK(false);
+            rlhi_buf_release(&log);
+            rlhi_store_close(r);
+            break;
+        }
+        CHECK_OK(rlhi_llm_feedback_run(r, &ask, "llm", false, &fs));
+        CHECK_INT_EQ(bs.batches, 3 + 3); /* each batch had retries */
+        CHECK_INT_EQ((long long)bs.largest, 32);
+        CHECK_INT_EQ(bs.asked, 70);
+        CHECK_INT_EQ(bs.retried, 8); /* 7 BAD, 1 WORSE */
+        CHECK_INT_EQ(fs.turns, 69);  /* WORSE is left unlabelled */
+        CHECK_INT_EQ(fs.by_label[RLHI_FB_POSITIVE], 69);
+        CHECK_INT_EQ(count_sql(r, "SELECT count(*) FROM feedback WHERE "
+                               "backend = 'llm' AND evidence = 'llm'"), 69);
+        CHECK_INT_EQ(count_sql(r, "SELECT count(*) FROM feedback f JOIN "
+                               "conversations c ON c.id = f.conversation_id "
+                               "WHERE c.hash = 'b40'"), 0);
+        /* a rerun asks only for the one left out */
+        memset(&bs, 0, sizeof bs);
+        CHECK_OK(rlhi_llm_feedback_run(r, &ask, "llm", false, &fs));
+        CHECK_INT_EQ(bs.asked, 1);
+        CHECK_INT_EQ(fs.turns, 0);
+        rlhi_buf_release(&log);
+        rlhi_store_close(r);
+    }
+
     TEST("persona: chunks and a merge prompt") {
         const char *v = "{\"expertise\": \"expert\", \"informativeness\": "
                         "\"concise\", \"tone\": \"no signal\", "
@@ -452,7 +540,7 @@ static void test_llm_detector(void)
                         "\"Wants short expert lists.\"}";
         const char *rep[] = {v, v, v, v, v, v};
         struct script sc = {rep, 6, 0, 0, "", {0}};
-        struct rlhi_ask a = {scripted_ask, &sc, 0};
+        struct rlhi_ask a = {scripted_ask, &sc, 0, NULL};
         struct rlhi_persona_msg msgs[6];
         struct rlhi_persona p;
         char texts[6][120];
@@ -490,7 +578,7 @@ static void test_llm_detector(void)
                              "\"structure\": \"prose\", \"text\": \"x\"}",
                              "not json"};
         struct script sc = {rep, 2, 0, 0, "", {0}};
-        struct rlhi_ask a = {scripted_ask, &sc, 0};
+        struct rlhi_ask a = {scripted_ask, &sc, 0, NULL};
         struct rlhi_persona_msg m = {NULL, "hello", NULL};
         struct rlhi_persona p;
 
@@ -786,7 +874,7 @@ static void test_model(void)
                          "\"text\": \"Keep it short and simple.\"}";
         const char *rep[16];
         struct script sc = {rep, 16, 0, 0, "", {0}};
-        struct rlhi_ask ask = {scripted_ask, &sc, 0};
+        struct rlhi_ask ask = {scripted_ask, &sc, 0, NULL};
         struct rlhi_feedback_stats fs;
         struct rlhi_persona_stats ps;
         struct rlhi_store *r = world("llm.db", false);

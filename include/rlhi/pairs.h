@@ -41,11 +41,19 @@ struct rlhi_ask {
               size_t n, int attempt, char **text);
     void *ctx;
     int max_tokens;
+    /* Optional: `n` independent requests at once (request i is msgs[i]
+     * with counts[i] messages), so that a backend can run them
+     * concurrently; texts[i] as fn's *text. Returns 0, or the first
+     * failure's code and message (then no text is returned). NULL: fn is
+     * called for each in turn. */
+    int (*many)(struct rlhi_ask *a, const struct rlhi_chat_msg *const *msgs,
+                const size_t *counts, size_t n, int attempt, char **texts);
 };
 
 /* Backs `a` with the llm client `l` (borrowed; it must outlive `a`):
  * greedy decoding on the first attempt, temperature 0.7 with seed =
- * attempt on later ones, at most `max_tokens` tokens (0: 256). */
+ * attempt on later ones, at most `max_tokens` tokens (0: 256). Batches
+ * (`many`) run with the client's concurrency. */
 void rlhi_ask_from_llm(struct rlhi_ask *a, struct rlhi_llm *l,
                        int max_tokens);
 

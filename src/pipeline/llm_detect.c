@@ -49,10 +49,56 @@ static int ask_llm(struct rlhi_ask *a, const struct rlhi_chat_msg *msgs,
     return rc;
 }
 
+/* A batch: one rlhi_llm_run, which keeps the client's concurrency busy
+ * (HTTP requests in flight, or rows of the local engine's batch). */
+static int ask_llm_many(struct rlhi_ask *a,
+                        const struct rlhi_chat_msg *const *msgs,
+                        const size_t *counts, size_t n, int attempt,
+                        char **texts)
+{
+    struct rlhi_llm_request *q = rlhi_calloc(n ? n : 1, sizeof *q);
+    struct rlhi_llm_result *r = rlhi_calloc(n ? n : 1, sizeof *r);
+    int rc;
+
+    if (!q || !r) {
+        rlhi_free(q);
+        rlhi_free(r);
+        return rlhi_err(RLHI_ENOMEM, "cannot ask %zu questions", n);
+    }
+    for (size_t i = 0; i < n; i++) {
+        texts[i] = NULL;
+        rlhi_llm_request_init(&q[i], RLHI_LLM_CHAT);
+        q[i].messages = msgs[i];
+        q[i].n_messages = counts[i];
+        q[i].max_tokens = a->max_tokens > 0 ? a->max_tokens : 256;
+        q[i].temperature = attempt ? 0.7f : 0.0f; /* as ask_llm */
+        q[i].seed = attempt;
+    }
+    rc = rlhi_llm_run(a->ctx, q, n, r);
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (r[i].n_texts < 1)
+            rc = rlhi_err(RLHI_ENET, "the model gave no choices");
+        else if (!(texts[i] = rlhi_strdup(r[i].texts[0] ? r[i].texts[0]
+                                                        : "")))
+            rc = rlhi_err(RLHI_ENOMEM, "cannot copy a reply");
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (rc) {
+            rlhi_free(texts[i]);
+            texts[i] = NULL;
+        }
+        rlhi_llm_result_release(&r[i]);
+    }
+    rlhi_free(q);
+    rlhi_free(r);
+    return rc;
+}
+
 void rlhi_ask_from_llm(struct rlhi_ask *a, struct rlhi_llm *l,
                        int max_tokens)
 {
     a->fn = ask_llm;
+    a->many = ask_llm_many;
     a->ctx = l;
     a->max_tokens = max_tokens;
 }
@@ -105,43 +151,50 @@ static int fb_check(void *obj, void *arg)
     return 0;
 }
 
-int rlhi_llm_feedback_classify(struct rlhi_ask *ask, const char *request,
-                               const char *answer, const char *turn,
-                               bool redact, struct rlhi_fb_result *out)
+/* The detector's user message for one turn, into `u`. 0 or RLHI_ENOMEM. */
+static int fb_prompt(struct rlhi_buf *u, const char *request,
+                     const char *answer, const char *turn, bool redact)
 {
     const char *src[3] = {request, answer, turn};
     char *t[3] = {NULL, NULL, NULL};
-    struct rlhi_buf u = RLHI_BUF_INIT;
-    struct rlhi_chat_msg m[2];
-    struct fb_check c = {out};
-    void *v = NULL;
     int rc = 0;
 
-    memset(out, 0, sizeof *out);
+    rlhi_buf_clear(u);
     for (int i = 0; i < 3; i++)
         if (src[i] && !(t[i] = rlhi__dup_redacted(src[i], redact, NULL)))
             rc = RLHI_ENOMEM;
     if (!rc && t[0] &&
-        rlhi_buf_addf(&u, "The user asked:\n%.*s\n\n", QUOTE_CHARS, t[0]))
+        rlhi_buf_addf(u, "The user asked:\n%.*s\n\n", QUOTE_CHARS, t[0]))
         rc = RLHI_ENOMEM;
-    if (!rc && rlhi_buf_addf(&u, "The assistant answered:\n%.*s\n\nThe user "
+    if (!rc && rlhi_buf_addf(u, "The assistant answered:\n%.*s\n\nThe user "
                              "then wrote:\n%.*s\n\nLabel the user's last "
                              "message.", QUOTE_CHARS, t[1] ? t[1] : "",
                              QUOTE_CHARS, t[2] ? t[2] : ""))
         rc = RLHI_ENOMEM;
-    if (rc) {
-        rc = rlhi_err(RLHI_ENOMEM, "cannot build a feedback prompt");
-        goto out;
-    }
-    m[0].role = "system";
-    m[0].content = fb_system;
-    m[1].role = "user";
-    m[1].content = u.buf;
-    rc = rlhi__ask_json(ask, m, 2, fb_check, &c, &v);
-    json_decref(v);
-out:
     for (int i = 0; i < 3; i++)
         rlhi_free(t[i]);
+    return rc ? rlhi_err(RLHI_ENOMEM, "cannot build a feedback prompt") : 0;
+}
+
+int rlhi_llm_feedback_classify(struct rlhi_ask *ask, const char *request,
+                               const char *answer, const char *turn,
+                               bool redact, struct rlhi_fb_result *out)
+{
+    struct rlhi_buf u = RLHI_BUF_INIT;
+    struct rlhi_chat_msg m[2];
+    struct fb_check c = {out};
+    void *v = NULL;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    if ((rc = fb_prompt(&u, request, answer, turn, redact)) == 0) {
+        m[0].role = "system";
+        m[0].content = fb_system;
+        m[1].role = "user";
+        m[1].content = u.buf;
+        rc = rlhi__ask_json(ask, m, 2, fb_check, &c, &v);
+        json_decref(v);
+    }
     rlhi_buf_release(&u);
     return rc;
 }
@@ -334,26 +387,121 @@ static int list_ids(struct rlhi_store *s, const char *sql, int64_t **ids,
     return rc == SQLITE_DONE ? 0 : rlhi_store_err(s, "cannot list ids");
 }
 
-/* Records per transaction: model calls dominate, so small batches lose
- * little on a kill. */
+/* Turns asked together (and stored in one transaction): enough to keep a
+ * client's concurrency busy; a kill loses at most one batch of answers,
+ * and those are in the response cache. */
 #define LLM_RUN_BATCH 32
 
 /* Malformed verdicts in a row that end a run: a model that cannot give
  * the format would otherwise be asked twice for every turn in vain. */
 #define LLM_MAX_BAD_IN_A_ROW 8
 
+/* One turn waiting for its label. */
+struct fb_job {
+    int64_t cid;
+    int idx;
+    char *hash;
+    struct rlhi_buf prompt;
+    struct rlhi_chat_msg m[2];
+    struct rlhi_fb_result res;
+};
+
+/* Asks for the labels of jobs[0..n) at once and stores them in order, in
+ * one transaction. Malformed verdicts are warned about and left
+ * unlabelled (a rerun asks again); too many in a row stop the run. */
+static int fb_flush(struct rlhi_store *s, struct rlhi_ask *ask,
+                    sqlite3_stmt *put, const char *backend,
+                    struct fb_job *jobs, size_t n, int *bad_in_a_row,
+                    struct rlhi_feedback_stats *stats)
+{
+    const struct rlhi_chat_msg *msgs[LLM_RUN_BATCH];
+    size_t counts[LLM_RUN_BATCH];
+    struct fb_check checks[LLM_RUN_BATCH];
+    void *args[LLM_RUN_BATCH], *verdicts[LLM_RUN_BATCH];
+    char *errs[LLM_RUN_BATCH];
+    int rcs[LLM_RUN_BATCH], rc;
+
+    if (!n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        msgs[i] = jobs[i].m;
+        counts[i] = 2;
+        checks[i].out = &jobs[i].res;
+        args[i] = &checks[i];
+    }
+    if ((rc = rlhi__ask_json_many(ask, msgs, counts, n, fb_check, args,
+                                  verdicts, rcs, errs)))
+        return rc;
+    if ((rc = rlhi_store_begin(s)))
+        goto out;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const struct fb_job *j = &jobs[i];
+
+        if (rcs[i]) {
+            rlhi_warn("conversation '%s' turn %d: %s; left unlabelled",
+                      j->hash, j->idx, errs[i]);
+            if (++*bad_in_a_row >= LLM_MAX_BAD_IN_A_ROW)
+                rc = rlhi_err(RLHI_EFORMAT, "%d malformed verdicts in a "
+                              "row; stopped\nhint: the model does not "
+                              "follow the JSON format; use a larger "
+                              "instruction-following model", *bad_in_a_row);
+            continue;
+        }
+        *bad_in_a_row = 0;
+        sqlite3_reset(put);
+        sqlite3_bind_int64(put, 1, j->cid);
+        sqlite3_bind_int(put, 2, j->idx);
+        sqlite3_bind_text(put, 3, rlhi_feedback_label_name(j->res.label), -1,
+                          SQLITE_STATIC);
+        sqlite3_bind_int(put, 4, j->res.dissatisfied);
+        sqlite3_bind_int(put, 5, j->res.actionable);
+        sqlite3_bind_text(put, 6, backend, -1, SQLITE_STATIC);
+        if (sqlite3_step(put) != SQLITE_DONE) {
+            rc = rlhi_store_err(s, "cannot store a label");
+            break;
+        }
+        stats->turns++;
+        stats->by_label[j->res.label]++;
+        stats->dissatisfied += j->res.dissatisfied;
+        stats->actionable += j->res.actionable;
+    }
+    /* Labels stored before a run of malformed verdicts are good. */
+    if (rc == 0 || rc == RLHI_EFORMAT) {
+        int crc = rlhi_store_commit(s);
+
+        if (crc)
+            rc = crc;
+    } else {
+        rlhi_store_rollback(s);
+    }
+out:
+    for (size_t i = 0; i < n; i++) {
+        json_decref(verdicts[i]);
+        rlhi_free(errs[i]);
+    }
+    return rc;
+}
+
+static void fb_jobs_clear(struct fb_job *jobs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        rlhi_free(jobs[i].hash);
+}
+
 int rlhi_llm_feedback_run(struct rlhi_store *s, struct rlhi_ask *ask,
                           const char *backend, bool redact,
                           struct rlhi_feedback_stats *stats)
 {
     sqlite3_stmt *have = NULL, *put = NULL;
-    int64_t *ids = NULL;
-    size_t nids = 0;
-    int pending = 0, rc, bad_in_a_row = 0;
-    bool txn = false;
+    struct fb_job jobs[LLM_RUN_BATCH];
+    struct rlhi_progress prog;
+    int64_t *ids = NULL, last_conv = -1;
+    size_t nids = 0, nj = 0;
+    int rc, bad_in_a_row = 0;
     double t0 = rlhi_time_now();
 
     memset(stats, 0, sizeof *stats);
+    memset(jobs, 0, sizeof jobs);
     if ((rc = list_ids(s, "SELECT id FROM conversations ORDER BY id", &ids,
                        &nids)) ||
         (rc = rlhi_store_prepare(s, &have, "SELECT 1 FROM feedback WHERE "
@@ -365,14 +513,14 @@ int rlhi_llm_feedback_run(struct rlhi_store *s, struct rlhi_ask *ask,
                                  "evidence) VALUES (?, ?, ?, ?, ?, ?, "
                                  "'llm')")))
         goto out;
+    rlhi_progress_start(&prog, "llm feedback conversations", nids);
     for (size_t k = 0; k < nids; k++) {
         struct rlhi__conv c;
-        bool any = false;
 
         if ((rc = rlhi__conv_load(s, ids[k], &c)))
             goto out;
         for (size_t i = 1; i < c.n && !rc; i++) {
-            struct rlhi_fb_result r;
+            struct fb_job *j;
             bool done;
 
             if (strcmp(c.msgs[i].role, "user") ||
@@ -386,67 +534,50 @@ int rlhi_llm_feedback_run(struct rlhi_store *s, struct rlhi_ask *ask,
             sqlite3_reset(have);
             if (done)
                 continue;
-            rc = rlhi_llm_feedback_classify(
-                ask, i >= 2 && !strcmp(c.msgs[i - 2].role, "user")
-                         ? c.msgs[i - 2].content : NULL,
-                c.msgs[i - 1].content, c.msgs[i].content, redact, &r);
-            if (rc == RLHI_EFORMAT) {
-                rlhi_warn("conversation '%s' turn %zu: %s; left unlabelled",
-                          c.hash, i, rlhi_errmsg());
-                if (++bad_in_a_row < LLM_MAX_BAD_IN_A_ROW) {
-                    rc = 0;
-                    continue;
-                }
-                rc = rlhi_err(RLHI_EFORMAT, "%d malformed verdicts in a "
-                              "row; stopped\nhint: the model does not "
-                              "follow the JSON format; use a larger "
-                              "instruction-following model", bad_in_a_row);
+            j = &jobs[nj];
+            j->cid = c.id;
+            j->idx = (int)i;
+            if (!(j->hash = rlhi_strdup(c.hash))) {
+                rc = rlhi_err(RLHI_ENOMEM, "cannot hold a turn");
                 break;
             }
-            bad_in_a_row = 0;
-            if (rc)
-                break;
-            if (!txn && (rc = rlhi_store_begin(s)))
-                break;
-            txn = true;
-            sqlite3_reset(put);
-            sqlite3_bind_int64(put, 1, c.id);
-            sqlite3_bind_int(put, 2, (int)i);
-            sqlite3_bind_text(put, 3, rlhi_feedback_label_name(r.label), -1,
-                              SQLITE_STATIC);
-            sqlite3_bind_int(put, 4, r.dissatisfied);
-            sqlite3_bind_int(put, 5, r.actionable);
-            sqlite3_bind_text(put, 6, backend, -1, SQLITE_STATIC);
-            if (sqlite3_step(put) != SQLITE_DONE) {
-                rc = rlhi_store_err(s, "cannot store a label");
+            if ((rc = fb_prompt(&j->prompt,
+                                i >= 2 && !strcmp(c.msgs[i - 2].role, "user")
+                                    ? c.msgs[i - 2].content : NULL,
+                                c.msgs[i - 1].content, c.msgs[i].content,
+                                redact))) {
+                rlhi_free(j->hash);
+                j->hash = NULL;
                 break;
             }
-            any = true;
-            stats->turns++;
-            stats->by_label[r.label]++;
-            stats->dissatisfied += r.dissatisfied;
-            stats->actionable += r.actionable;
-            if (++pending >= LLM_RUN_BATCH) {
-                if ((rc = rlhi_store_commit(s)))
-                    break;
-                txn = false;
-                pending = 0;
+            j->m[0].role = "system";
+            j->m[0].content = fb_system;
+            j->m[1].role = "user";
+            j->m[1].content = j->prompt.buf;
+            nj++;
+            if (c.id != last_conv) {
+                stats->conversations++;
+                last_conv = c.id;
+            }
+            if (nj == LLM_RUN_BATCH) {
+                rc = fb_flush(s, ask, put, backend, jobs, nj, &bad_in_a_row,
+                              stats);
+                fb_jobs_clear(jobs, nj);
+                nj = 0;
             }
         }
-        stats->conversations += any;
         rlhi__conv_release(&c);
         if (rc)
             goto out;
+        rlhi_progress_update(&prog, k + 1);
     }
-    if (txn && !(rc = rlhi_store_commit(s)))
-        txn = false;
+    rc = fb_flush(s, ask, put, backend, jobs, nj, &bad_in_a_row, stats);
+    if (!rc)
+        rlhi_progress_finish(&prog);
 out:
-    /* Labels stored before a run of malformed verdicts are good. */
-    if (txn && rc == RLHI_EFORMAT && !sqlite3_get_autocommit(
-                                         rlhi_store_db(s)))
-        sqlite3_exec(rlhi_store_db(s), "COMMIT", NULL, NULL, NULL);
-    if (txn)
-        rlhi_store_rollback(s);
+    fb_jobs_clear(jobs, nj);
+    for (size_t i = 0; i < LLM_RUN_BATCH; i++)
+        rlhi_buf_release(&jobs[i].prompt);
     sqlite3_finalize(have);
     sqlite3_finalize(put);
     rlhi_free(ids);
@@ -464,6 +595,7 @@ int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
     size_t *off = NULL, cap = 0;
     int64_t *ids = NULL;
     size_t nids = 0;
+    struct rlhi_progress prog;
     int rc;
     double t0 = rlhi_time_now();
 
@@ -472,6 +604,7 @@ int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
                        &nids)) ||
         (rc = rlhi__persona_stmts(s, &msgs, &old, &put)))
         goto out;
+    rlhi_progress_start(&prog, "llm persona users", nids);
     for (size_t k = 0; k < nids; k++) {
         struct rlhi_sha256 sh;
         struct rlhi_persona p;
@@ -512,6 +645,7 @@ int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
         rlhi_sha256_final(&sh, dig);
         for (int i = 0; i < 32; i++)
             snprintf(hex + 2 * i, 3, "%02x", dig[i]);
+        rlhi_progress_update(&prog, k + 1);
         if (rlhi__persona_is_same(old, ids[k], backend, hex)) {
             stats->unchanged++;
             continue;
@@ -543,6 +677,7 @@ int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
             goto out;
         stats->made++;
     }
+    rlhi_progress_finish(&prog);
     goto out;
 
 nomem:

@@ -356,74 +356,169 @@ char *rlhi_pairs_find_json(const char *reply)
     return NULL;
 }
 
+/* Reads one reply as a verdict: finds the JSON object and checks it.
+ * 0 with *obj, or RLHI_EFORMAT (or RLHI_ENOMEM) with the message set. */
+static int read_verdict(const char *reply, int (*check)(void *, void *),
+                        void *arg, json_t **obj)
+{
+    json_error_t jerr;
+    char *js = rlhi_pairs_find_json(reply);
+    int rc;
+
+    *obj = NULL;
+    if (!js)
+        return RLHI_EFORMAT;
+    if (!(*obj = json_loads(js, 0, &jerr)) || !json_is_object(*obj)) {
+        rc = rlhi_err(RLHI_EFORMAT, "malformed JSON verdict '%.60s': %s",
+                      js, *obj ? "not an object" : jerr.text);
+    } else if ((rc = check(*obj, arg)) != 0) {
+        rlhi_err_prefix(rc, "invalid verdict '%.60s'", js);
+    }
+    if (rc) {
+        json_decref(*obj);
+        *obj = NULL;
+    }
+    rlhi_free(js);
+    return rc;
+}
+
+/* Asks every request of a batch once (attempt 0 or 1). */
+static int ask_batch(struct rlhi_ask *ask, const struct rlhi_chat_msg *const *m,
+                     const size_t *counts, size_t n, int attempt,
+                     char **texts)
+{
+    int rc = 0;
+
+    if (ask->many)
+        return ask->many(ask, m, counts, n, attempt, texts);
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = ask->fn(ask, m[i], counts[i], attempt, &texts[i]);
+    if (rc)
+        for (size_t i = 0; i < n; i++) {
+            rlhi_free(texts[i]);
+            texts[i] = NULL;
+        }
+    return rc;
+}
+
+int rlhi__ask_json_many(struct rlhi_ask *ask,
+                        const struct rlhi_chat_msg *const *msgs,
+                        const size_t *counts, size_t n,
+                        int (*check)(void *obj, void *arg),
+                        void *const *args, void **verdicts, int *rcs,
+                        char **errs)
+{
+    char **texts = rlhi_calloc(2 * n + 1, sizeof *texts);
+    struct rlhi_chat_msg **retry = rlhi_calloc(n + 1, sizeof *retry);
+    const struct rlhi_chat_msg **rm = rlhi_calloc(n + 1, sizeof *rm);
+    size_t *rc_n = rlhi_calloc(n + 1, sizeof *rc_n), *who;
+    char **again;
+    size_t nr = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        verdicts[i] = NULL;
+        rcs[i] = 0;
+        errs[i] = NULL;
+    }
+    if (!texts || !retry || !rm || !rc_n) {
+        rc = rlhi_err(RLHI_ENOMEM, "cannot ask for %zu verdicts", n);
+        goto out;
+    }
+    again = texts + n;
+    who = rc_n; /* reused: index of each retried request */
+    if ((rc = ask_batch(ask, msgs, counts, n, 0, texts)))
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        json_t *obj;
+
+        rcs[i] = read_verdict(texts[i], check, args[i], &obj);
+        verdicts[i] = obj;
+        if (rcs[i] == RLHI_ENOMEM) {
+            rc = rcs[i];
+            goto out;
+        }
+        if (!rcs[i])
+            continue;
+        /* One retry that shows the reply and says it was not valid. */
+        if (!(retry[nr] = rlhi_calloc(counts[i] + 2, sizeof **retry))) {
+            rc = rlhi_err(RLHI_ENOMEM, "cannot retry a verdict");
+            goto out;
+        }
+        memcpy(retry[nr], msgs[i], counts[i] * sizeof **msgs);
+        retry[nr][counts[i]].role = "assistant";
+        retry[nr][counts[i]].content = texts[i];
+        retry[nr][counts[i] + 1].role = "user";
+        retry[nr][counts[i] + 1].content =
+            "That reply was not a valid verdict. Reply with the JSON "
+            "object only, exactly in the format asked for.";
+        rm[nr] = retry[nr];
+        who[nr++] = i;
+    }
+    if (nr) {
+        size_t *cnt = rlhi_calloc(nr, sizeof *cnt);
+
+        if (!cnt) {
+            rc = rlhi_err(RLHI_ENOMEM, "cannot retry a verdict");
+            goto out;
+        }
+        for (size_t k = 0; k < nr; k++)
+            cnt[k] = counts[who[k]] + 2;
+        rc = ask_batch(ask, rm, cnt, nr, 1, again);
+        rlhi_free(cnt);
+        if (rc)
+            goto out;
+        for (size_t k = 0; k < nr; k++) {
+            size_t i = who[k];
+            json_t *obj;
+
+            rcs[i] = read_verdict(again[k], check, args[i], &obj);
+            verdicts[i] = obj;
+            if (rcs[i] == RLHI_ENOMEM) {
+                rc = rcs[i];
+                goto out;
+            }
+            if (rcs[i] && !(errs[i] = rlhi_strdup(rlhi_errmsg()))) {
+                rc = rlhi_err(RLHI_ENOMEM, "cannot keep a message");
+                goto out;
+            }
+        }
+    }
+
+out:
+    if (rc)
+        for (size_t i = 0; i < n; i++) {
+            json_decref(verdicts[i]);
+            verdicts[i] = NULL;
+            rlhi_free(errs[i]);
+            errs[i] = NULL;
+        }
+    for (size_t i = 0; texts && i < 2 * n; i++)
+        rlhi_free(texts[i]);
+    for (size_t k = 0; retry && k < nr; k++)
+        rlhi_free(retry[k]);
+    rlhi_free(texts);
+    rlhi_free(retry);
+    rlhi_free(rm);
+    rlhi_free(rc_n);
+    return rc;
+}
+
 int rlhi__ask_json(struct rlhi_ask *ask, const struct rlhi_chat_msg *msgs,
                    size_t n, int (*check)(void *obj, void *arg), void *arg,
                    void **verdict)
 {
-    struct rlhi_chat_msg *m2 = NULL;
-    struct rlhi_buf why = RLHI_BUF_INIT;
-    char *reply = NULL, *js = NULL;
-    json_t *obj = NULL;
-    int rc = 0, attempt;
+    void *const args[1] = {arg};
+    char *err = NULL;
+    int rcs[1], rc;
 
-    *verdict = NULL;
-    for (attempt = 0; attempt < 2; attempt++) {
-        json_error_t jerr;
-
-        rlhi_free(reply);
-        rlhi_free(js);
-        reply = js = NULL;
-        if (attempt == 0) {
-            rc = ask->fn(ask, msgs, n, 0, &reply);
-        } else {
-            /* One retry that says what was wrong with the first reply. */
-            if (!(m2 = rlhi_calloc(n + 2, sizeof *m2))) {
-                rc = rlhi_err(RLHI_ENOMEM, "cannot retry a verdict");
-                break;
-            }
-            memcpy(m2, msgs, n * sizeof *msgs);
-            m2[n].role = "assistant";
-            m2[n].content = why.buf;
-            m2[n + 1].role = "user";
-            m2[n + 1].content = "That reply was not a valid verdict. Reply "
-                                "with the JSON object only, exactly in the "
-                                "format asked for.";
-            rc = ask->fn(ask, m2, n + 2, 1, &reply);
-        }
-        if (rc)
-            break;
-        rlhi_buf_clear(&why);
-        if (rlhi_buf_adds(&why, reply)) {
-            rc = rlhi_err(RLHI_ENOMEM, "cannot keep a verdict");
-            break;
-        }
-        if (!(js = rlhi_pairs_find_json(reply))) {
-            rc = RLHI_EFORMAT;
-            continue;
-        }
-        if (!(obj = json_loads(js, 0, &jerr)) || !json_is_object(obj)) {
-            rc = rlhi_err(RLHI_EFORMAT, "malformed JSON verdict '%.60s': %s",
-                          js, obj ? "not an object" : jerr.text);
-            json_decref(obj);
-            obj = NULL;
-            continue;
-        }
-        if ((rc = check(obj, arg)) == 0)
-            break;
-        json_decref(obj);
-        obj = NULL;
-        rlhi_err_prefix(rc, "invalid verdict '%.60s'", js);
+    rc = rlhi__ask_json_many(ask, &msgs, &n, 1, check, args, verdict, rcs,
+                             &err);
+    if (!rc && rcs[0]) {
+        rc = rlhi_err(rcs[0], "%s", err);
     }
-    rlhi_free(m2);
-    rlhi_free(reply);
-    rlhi_free(js);
-    rlhi_buf_release(&why);
-    if (rc) {
-        json_decref(obj);
-        return rc;
-    }
-    *verdict = obj;
-    return 0;
+    rlhi_free(err);
+    return rc;
 }
 
 static int dump_cb(const char *buf, size_t size, void *data)

@@ -74,6 +74,19 @@ int rlhi__ask_json(struct rlhi_ask *ask, const struct rlhi_chat_msg *msgs,
                    size_t n, int (*check)(void *obj, void *arg), void *arg,
                    void **verdict);
 
+/* The same for `n` requests at once (request i: msgs[i], counts[i]
+ * messages, checked with args[i]), through ask->many when it has one.
+ * Per request: rcs[i] is 0 with verdicts[i] set, or RLHI_EFORMAT with
+ * errs[i] the message (caller frees with rlhi_free). Returns 0, or the
+ * code of a failure that is not a malformed verdict (the network, memory;
+ * with its message), after which no verdict is returned. */
+int rlhi__ask_json_many(struct rlhi_ask *ask,
+                        const struct rlhi_chat_msg *const *msgs,
+                        const size_t *counts, size_t n,
+                        int (*check)(void *obj, void *arg),
+                        void *const *args, void **verdicts, int *rcs,
+                        char **errs);
+
 /* Appends the JSON text of `json` (a json_t *) to `out` with jansson
  * `flags`, through json_dump_callback so that no memory from jansson's
  * allocator (which a stage may replace) leaks out. 0 or RLHI_ENOMEM. */
