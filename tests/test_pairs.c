@@ -213,6 +213,40 @@ static int scripted_compare(struct rlhi_judge *j, const char *persona,
     return 0;
 }
 
+/* The same verdicts from an LLM judge over a batch backend: the reply is
+ * {"winner": ...} from AB when the chosen answer is shown as A, from BA
+ * when the rejected one is; "scripted error" replies with no JSON. */
+struct verdicts {
+    const char *chosen;
+    int ab, ba, batches, asked;
+    bool error;
+};
+
+static int verdict_many(struct rlhi_ask *a,
+                        const struct rlhi_chat_msg *const *m,
+                        const size_t *counts, size_t n, int attempt,
+                        char **texts)
+{
+    struct verdicts *v = a->ctx;
+    static const char *const w[] = {"{\"winner\": \"B\"}",
+                                    "{\"winner\": \"tie\"}",
+                                    "{\"winner\": \"A\"}"};
+
+    (void)attempt;
+    v->batches++;
+    for (size_t i = 0; i < n; i++) {
+        const char *u = m[i][1].content, *at = strstr(u, "Answer A:\n");
+        bool chosen_first = at && !strncmp(at + 10, v->chosen,
+                                           strlen(v->chosen));
+
+        (void)counts;
+        v->asked++;
+        texts[i] = rlhi_strdup(v->error ? "I cannot decide."
+                               : w[1 + (chosen_first ? v->ab : v->ba)]);
+    }
+    return 0;
+}
+
 static void test_filter_cases(void)
 {
     FILE *f = open_case("pairs_filter.test");
@@ -289,10 +323,94 @@ static void test_filter_cases(void)
             CHECK_INT_EQ(st.already, 1);
         }
         rlhi_store_close(s);
+
+        /* A scripted case again through the LLM judge, whose two
+         * comparisons go out as one batch (and one more for retries). */
+        if (jp && !strncmp(js, "scripted", 8)) {
+            struct verdicts v = {get(&c, "chosen"), sj.ab, sj.ba, 0, 0,
+                                 sj.error};
+            struct rlhi_ask ask = {NULL, &v, 0, verdict_many};
+            struct rlhi_judge lj;
+            const char *r;
+
+            s = new_store("filter-llm.db");
+            if (!s)
+                continue;
+            CHECK_OK(rlhi_pairs_schema(s));
+            CHECK_INT_EQ(add_case_pair(s, &c), 1);
+            rlhi_judge_llm(&lj, &ask);
+            CHECK_OK(rlhi_pairs_filter(s, &lj, &o, &st));
+            rlhi_store_prepare(s, &q, "SELECT drop_reason FROM pairs");
+            r = sqlite3_step(q) == SQLITE_ROW
+                    ? (const char *)sqlite3_column_text(q, 0) : "gone";
+            CHECK_MSG(!strcmp(expect, r ? r : "kept"), "case at line %d "
+                      "with the LLM judge: expected %s, got %s", c.line,
+                      expect, r ? r : "kept");
+            sqlite3_finalize(q);
+            if (strcmp(expect, "identical") && strcmp(expect, "low_margin"))
+                CHECK_MSG(v.asked == (sj.error ? 4 : 2) &&
+                              v.batches == (sj.error ? 2 : 1),
+                          "case at line %d: %d asked in %d batches",
+                          c.line, v.asked, v.batches);
+            rlhi_store_close(s);
+        }
     }
     next_case(f, &c, &lineno);
     fclose(f);
     CHECK(ncases >= 15);
+}
+
+/* 40 pairs through a batching LLM judge: chunks of 16 pairs (32
+ * comparisons) at a time, decisions recorded in order; then a judge that
+ * never answers in the format stops the run after 8 pairs in a row. */
+static void test_filter_batches(void)
+{
+    TEST("LLM judge: 40 pairs in 3 batches; a broken judge stops at 8") {
+        struct rlhi_store *s = new_store("filter-many.db");
+        struct verdicts v = {"good", 1, -1, 0, 0, false};
+        struct rlhi_ask ask = {NULL, &v, 0, verdict_many};
+        struct rlhi_filter_opts o = {0};
+        struct rlhi_filter_stats st;
+        struct rlhi_judge lj;
+        int rc;
+
+        if (!s)
+            break;
+        CHECK_OK(rlhi_pairs_schema(s));
+        for (int i = 0; i < 40; i++) {
+            char conv[16], chosen[32], rejected[32];
+            const char *key[] = {"conversation", "chosen", "rejected"};
+            char *val[] = {conv, chosen, rejected};
+            struct kv c = {0};
+
+            snprintf(conv, sizeof conv, "c%d", i);
+            snprintf(chosen, sizeof chosen, "good answer %d", i);
+            snprintf(rejected, sizeof rejected, "bad answer %d", i);
+            for (int k = 0; k < 3; k++) {
+                c.key[c.n] = (char *)key[k];
+                c.val[c.n++] = val[k];
+            }
+            CHECK_INT_EQ(add_case_pair(s, &c), 1);
+        }
+        rlhi_judge_llm(&lj, &ask);
+        CHECK_OK(rlhi_pairs_filter(s, &lj, &o, &st));
+        CHECK_INT_EQ(st.checked, 40);
+        CHECK_INT_EQ(st.kept, 40);
+        CHECK_INT_EQ(v.batches, 3);
+        CHECK_INT_EQ(v.asked, 80);
+
+        o.force = true;
+        v.error = true;
+        v.batches = v.asked = 0;
+        rc = rlhi_pairs_filter(s, &lj, &o, &st);
+        CHECK_INT_EQ(rc, RLHI_EINVAL);
+        CHECK_MSG(strstr(rlhi_errmsg(), "8 pairs in a row") &&
+                  strstr(rlhi_errmsg(), "I cannot decide"), "%s",
+                  rlhi_errmsg());
+        CHECK_INT_EQ(st.checked, 8);
+        CHECK_INT_EQ(v.batches, 2); /* the first chunk and its retries */
+        rlhi_store_close(s);
+    }
 }
 
 static void test_export_cases(void)
@@ -1051,6 +1169,7 @@ int main(void)
     TEST("export cases") test_export_cases();
     test_filter_run();
     test_llm_detector();
+    test_filter_batches();
     test_model();
     {
         char cmd[300];

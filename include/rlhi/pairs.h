@@ -70,6 +70,14 @@ char *rlhi_pairs_find_json(const char *reply);
  * number where higher is better. Either returns 0 or a negative code (a
  * malformed verdict after the retry is RLHI_EFORMAT). `persona` may be
  * NULL; `prompt` is the conversation (no system message), n messages. */
+/* One comparison for rlhi_judge.compare_many. */
+struct rlhi_judge_cmp {
+    const char *persona;
+    const struct rlhi_chat_msg *prompt;
+    size_t n;
+    const char *a, *b;
+};
+
 struct rlhi_judge {
     const char *name;
     int (*compare)(struct rlhi_judge *j, const char *persona,
@@ -78,6 +86,14 @@ struct rlhi_judge {
     int (*score)(struct rlhi_judge *j, const char *persona,
                  const struct rlhi_chat_msg *prompt, size_t n,
                  const char *answer, double *score);
+    /* Optional: n comparisons at once, which a backend may run
+     * concurrently. Per comparison: prefs[i] as compare's *pref when
+     * rcs[i] is 0, else rcs[i] < 0 and errs[i] says why (caller frees
+     * with rlhi_free). Returns 0, or RLHI_ENOMEM. NULL: compare is
+     * called for each in turn. */
+    int (*compare_many)(struct rlhi_judge *j,
+                        const struct rlhi_judge_cmp *c, size_t n,
+                        int *prefs, int *rcs, char **errs);
     void *ctx;
     void (*release)(struct rlhi_judge *j); /* NULL: nothing to free */
     /* LLM judge: each answer shown is cut to this many characters and

@@ -221,11 +221,12 @@ static int judge_ask(struct rlhi_judge *j, int rc, struct rlhi_buf *sys,
     return rc;
 }
 
-static int llm_compare(struct rlhi_judge *j, const char *persona,
-                       const struct rlhi_chat_msg *prompt, size_t n,
-                       const char *a, const char *b, int *pref)
+/* The system and user prompts of one comparison. 0 or RLHI_ENOMEM. */
+static int compare_prompt(struct rlhi_judge *j, const char *persona,
+                          const struct rlhi_chat_msg *prompt, size_t n,
+                          const char *a, const char *b, struct rlhi_buf *sys,
+                          struct rlhi_buf *user)
 {
-    struct rlhi_buf sys = RLHI_BUF_INIT, user = RLHI_BUF_INIT;
     size_t cut = j->max_chars ? j->max_chars : JUDGE_ANSWER_CHARS;
     int rc;
 
@@ -233,12 +234,80 @@ static int llm_compare(struct rlhi_judge *j, const char *persona,
                       "message and say which one this user would prefer. "
                       "Reply with one JSON object only, no other text: "
                       "{\"winner\": \"A\"} or {\"winner\": \"B\"} or "
-                      "{\"winner\": \"tie\"}.", &sys, &user);
-    if (!rc && rlhi_buf_addf(&user, "\nAnswer A:\n%.*s\n\nAnswer B:\n%.*s\n"
+                      "{\"winner\": \"tie\"}.", sys, user);
+    if (!rc && rlhi_buf_addf(user, "\nAnswer A:\n%.*s\n\nAnswer B:\n%.*s\n"
                              "\nWhich answer does this user prefer?",
                              (int)cut, a, (int)cut, b))
         rc = rlhi_err(RLHI_ENOMEM, "cannot build a judge prompt");
+    return rc;
+}
+
+static int llm_compare(struct rlhi_judge *j, const char *persona,
+                       const struct rlhi_chat_msg *prompt, size_t n,
+                       const char *a, const char *b, int *pref)
+{
+    struct rlhi_buf sys = RLHI_BUF_INIT, user = RLHI_BUF_INIT;
+    int rc = compare_prompt(j, persona, prompt, n, a, b, &sys, &user);
+
     return judge_ask(j, rc, &sys, &user, winner_check, pref);
+}
+
+/* All comparisons in one batch of questions (rlhi_ask.many). A failure of
+ * the whole batch (the network) is every comparison's failure. */
+static int llm_compare_many(struct rlhi_judge *j,
+                            const struct rlhi_judge_cmp *c, size_t n,
+                            int *prefs, int *rcs, char **errs)
+{
+    struct rlhi_buf *bufs = rlhi_calloc(2 * n + 1, sizeof *bufs);
+    struct rlhi_chat_msg *m = rlhi_calloc(2 * n + 1, sizeof *m);
+    const struct rlhi_chat_msg **msgs = rlhi_calloc(n + 1, sizeof *msgs);
+    size_t *counts = rlhi_calloc(n + 1, sizeof *counts);
+    void **args = rlhi_calloc(n + 1, sizeof *args);
+    void **verdicts = rlhi_calloc(n + 1, sizeof *verdicts);
+    int rc = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        rcs[i] = 0;
+        errs[i] = NULL;
+    }
+    if (!bufs || !m || !msgs || !counts || !args || !verdicts) {
+        rc = rlhi_err(RLHI_ENOMEM, "cannot ask the judge");
+        goto out;
+    }
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = compare_prompt(j, c[i].persona, c[i].prompt, c[i].n, c[i].a,
+                            c[i].b, &bufs[2 * i], &bufs[2 * i + 1]);
+        m[2 * i].role = "system";
+        m[2 * i].content = bufs[2 * i].buf;
+        m[2 * i + 1].role = "user";
+        m[2 * i + 1].content = bufs[2 * i + 1].buf;
+        msgs[i] = &m[2 * i];
+        counts[i] = 2;
+        args[i] = &prefs[i];
+    }
+    if (rc)
+        goto out;
+    rc = rlhi__ask_json_many(j->ctx, msgs, counts, n, winner_check, args,
+                             verdicts, rcs, errs);
+    if (rc && rc != RLHI_ENOMEM) {
+        for (size_t i = 0; i < n; i++) {
+            rcs[i] = rc;
+            errs[i] = rlhi_strdup(rlhi_errmsg());
+        }
+        rc = 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        json_decref(verdicts[i]);
+out:
+    for (size_t i = 0; bufs && i < 2 * n; i++)
+        rlhi_buf_release(&bufs[i]);
+    rlhi_free(bufs);
+    rlhi_free(m);
+    rlhi_free(msgs);
+    rlhi_free(counts);
+    rlhi_free(args);
+    rlhi_free(verdicts);
+    return rc;
 }
 
 static int score_check(void *obj, void *arg)
@@ -280,6 +349,7 @@ void rlhi_judge_llm(struct rlhi_judge *j, struct rlhi_ask *ask)
     memset(j, 0, sizeof *j);
     j->name = "llm";
     j->compare = llm_compare;
+    j->compare_many = llm_compare_many;
     j->score = llm_score;
     j->ctx = ask;
 }
@@ -323,70 +393,155 @@ static int parse_prompt(const char *text, json_t **root,
     return 0;
 }
 
-/* decide()'s answer for a pair that stays. */
+/* Pairs read and judged together: 32 comparisons at once for a judge
+ * that can run them concurrently. */
+#define FILTER_CHUNK 16
+
+/* A pair's decision: the drop reason, or KEEP. */
 #define KEEP RLHI_DROP_N
+/* ... or not yet known: the judge must be asked. */
+#define ASK_JUDGE (RLHI_DROP_N + 1)
 
-/* Decides one pair: the drop reason, KEEP, or a negative code. */
-static int decide(struct rlhi_judge *judge, const struct rlhi_filter_opts *o,
-                  const char *prompt, const char *persona_col,
-                  const char *chosen, const char *rejected, bool has_margin,
-                  double margin, int *ab, int *ba, struct rlhi_buf *t1,
-                  struct rlhi_buf *t2)
+/* One pair being decided. The judge sees chosen and rejected in both
+ * orders: ab with chosen first, ba with rejected first (2: not asked). */
+struct fpair {
+    int64_t id;
+    int reason;
+    int ab, ba;
+    json_t *root;              /* the parsed prompt; msgs point into it */
+    struct rlhi_chat_msg *msgs;
+    size_t n;
+    const char *persona;
+    char *persona_col, *c, *r; /* copies (redacted for the judge) */
+    char *err;                 /* why the judge gave no verdict */
+};
+
+static void fpair_release(struct fpair *f)
 {
-    struct rlhi_chat_msg *msgs = NULL;
-    const char *persona = NULL;
-    char *c = NULL, *r = NULL;
-    json_t *root = NULL;
-    size_t n = 0;
-    int rc, reason = KEEP;
+    json_decref(f->root);
+    rlhi_free(f->msgs);
+    rlhi_free(f->persona_col);
+    rlhi_free(f->c);
+    rlhi_free(f->r);
+    rlhi_free(f->err);
+    memset(f, 0, sizeof *f);
+}
 
-    *ab = *ba = 2; /* not asked */
+/* Decides what needs no judge (identical texts, a low margin) and readies
+ * the rest for it. 0 or a negative code. */
+static int prepare(struct rlhi_judge *judge, const struct rlhi_filter_opts *o,
+                   const char *prompt, const char *persona_col,
+                   const char *chosen, const char *rejected, bool has_margin,
+                   double margin, struct fpair *f, struct rlhi_buf *t1,
+                   struct rlhi_buf *t2)
+{
+    int rc;
+
+    f->ab = f->ba = 2;
+    f->reason = KEEP;
     if ((rc = rlhi_pairs_normalise_ws(chosen, t1)) ||
         (rc = rlhi_pairs_normalise_ws(rejected, t2)))
         return rc;
-    if (!strcmp(t1->buf, t2->buf))
-        return RLHI_DROP_IDENTICAL;
-    if (has_margin && margin < o->min_margin)
-        return RLHI_DROP_MARGIN;
-    if (!judge)
-        return KEEP;
-
-    if ((rc = parse_prompt(prompt, &root, &msgs, &n, &persona)))
-        goto out;
-    if (!persona)
-        persona = persona_col;
-    c = rlhi__dup_redacted(chosen, o->redact, NULL);
-    r = rlhi__dup_redacted(rejected, o->redact, NULL);
-    if (!c || !r) {
-        rc = RLHI_ENOMEM;
-        goto out;
+    if (!strcmp(t1->buf, t2->buf)) {
+        f->reason = RLHI_DROP_IDENTICAL;
+        return 0;
     }
-    rc = judge->compare(judge, persona, msgs, n, c, r, ab);
-    if (!rc)
-        rc = judge->compare(judge, persona, msgs, n, r, c, ba);
-    if (rc && rc != RLHI_ENOMEM && rc != RLHI_EDB) {
+    if (has_margin && margin < o->min_margin) {
+        f->reason = RLHI_DROP_MARGIN;
+        return 0;
+    }
+    if (!judge)
+        return 0;
+    if ((rc = parse_prompt(prompt, &f->root, &f->msgs, &f->n, &f->persona)))
+        return rc;
+    if (!f->persona && persona_col) {
+        if (!(f->persona_col = rlhi_strdup(persona_col)))
+            return rlhi_err(RLHI_ENOMEM, "cannot hold a pair");
+        f->persona = f->persona_col;
+    }
+    f->c = rlhi__dup_redacted(chosen, o->redact, NULL);
+    f->r = rlhi__dup_redacted(rejected, o->redact, NULL);
+    if (!f->c || !f->r)
+        return rlhi_err(RLHI_ENOMEM, "cannot hold a pair");
+    f->reason = ASK_JUDGE;
+    return 0;
+}
+
+/* The decision from the two verdicts (or the lack of one). */
+static void verdict(struct fpair *f, int rab, int rba)
+{
+    if (rab || rba) {
         /* A malformed verdict, or a request the backend refused (too
          * long, unreachable): this pair has no verdict. */
-        rlhi_warn("judge gave no verdict: %s", rlhi_errmsg());
-        reason = RLHI_DROP_JUDGE_ERROR;
-        rc = 0;
-    } else if (!rc) {
-        /* ab: chosen shown first; ba: rejected shown first. */
-        int net = *ab - *ba;
-
-        if (*ab == 1 && *ba == -1)
-            reason = KEEP;
-        else if (net < 0)
-            reason = RLHI_DROP_JUDGE_REJECTED;
-        else
-            reason = RLHI_DROP_JUDGE_UNSURE;
+        rlhi_warn("judge gave no verdict: %s",
+                  f->err ? f->err : "(no message)");
+        f->reason = RLHI_DROP_JUDGE_ERROR;
+    } else if (f->ab == 1 && f->ba == -1) {
+        f->reason = KEEP;
+    } else if (f->ab - f->ba < 0) {
+        f->reason = RLHI_DROP_JUDGE_REJECTED;
+    } else {
+        f->reason = RLHI_DROP_JUDGE_UNSURE;
     }
-out:
-    json_decref(root);
-    rlhi_free(msgs);
-    rlhi_free(c);
-    rlhi_free(r);
-    return rc ? rc : reason;
+}
+
+/* Asks the judge about every pair of the chunk that needs it: all the
+ * comparisons at once when the judge can (compare_many), else one by one.
+ * 0, or RLHI_ENOMEM / RLHI_EDB, which stop the stage. */
+static int judge_chunk(struct rlhi_judge *judge, struct fpair *fp, size_t n)
+{
+    struct rlhi_judge_cmp cmp[2 * FILTER_CHUNK];
+    int prefs[2 * FILTER_CHUNK], rcs[2 * FILTER_CHUNK];
+    char *errs[2 * FILTER_CHUNK];
+    size_t who[FILTER_CHUNK], m = 0;
+    int rc;
+
+    for (size_t i = 0; i < n; i++)
+        if (fp[i].reason == ASK_JUDGE)
+            who[m++] = i;
+    if (!m)
+        return 0;
+    if (!judge->compare_many) {
+        for (size_t k = 0; k < m; k++) {
+            struct fpair *f = &fp[who[k]];
+            int rab, rba = 0;
+
+            rab = judge->compare(judge, f->persona, f->msgs, f->n, f->c,
+                                 f->r, &f->ab);
+            if (!rab)
+                rba = judge->compare(judge, f->persona, f->msgs, f->n, f->r,
+                                     f->c, &f->ba);
+            rc = rab ? rab : rba;
+            if (rc == RLHI_ENOMEM || rc == RLHI_EDB)
+                return rc;
+            if (rc && !(f->err = rlhi_strdup(rlhi_errmsg())))
+                return rlhi_err(RLHI_ENOMEM, "cannot keep a message");
+            verdict(f, rab, rba);
+        }
+        return 0;
+    }
+    for (size_t k = 0; k < m; k++) {
+        struct fpair *f = &fp[who[k]];
+
+        cmp[2 * k] = (struct rlhi_judge_cmp){f->persona, f->msgs, f->n,
+                                             f->c, f->r};
+        cmp[2 * k + 1] = (struct rlhi_judge_cmp){f->persona, f->msgs, f->n,
+                                                 f->r, f->c};
+    }
+    if ((rc = judge->compare_many(judge, cmp, 2 * m, prefs, rcs, errs)))
+        return rc;
+    for (size_t k = 0; k < m; k++) {
+        struct fpair *f = &fp[who[k]];
+
+        f->ab = prefs[2 * k];
+        f->ba = prefs[2 * k + 1];
+        f->err = rcs[2 * k] ? errs[2 * k] : errs[2 * k + 1];
+        errs[rcs[2 * k] ? 2 * k : 2 * k + 1] = NULL;
+        verdict(f, rcs[2 * k], rcs[2 * k + 1]);
+    }
+    for (size_t i = 0; i < 2 * m; i++)
+        rlhi_free(errs[i]);
+    return 0;
 }
 
 /* Pairs in a row without a verdict that end a run: the judge is down or
@@ -400,6 +555,7 @@ int rlhi_pairs_filter(struct rlhi_store *s, struct rlhi_judge *judge,
     sqlite3_stmt *list = NULL, *upd = NULL, *rec = NULL;
     struct rlhi_buf t1 = RLHI_BUF_INIT, t2 = RLHI_BUF_INIT;
     struct rlhi_progress prog;
+    struct fpair fp[FILTER_CHUNK];
     int64_t run = 0, *ids = NULL;
     size_t nids = 0, cap = 0;
     int pending = 0, rc, errors_in_a_row = 0;
@@ -407,6 +563,7 @@ int rlhi_pairs_filter(struct rlhi_store *s, struct rlhi_judge *judge,
     double t0 = rlhi_time_now();
 
     memset(stats, 0, sizeof *stats);
+    memset(fp, 0, sizeof fp);
     if ((rc = rlhi_pairs_schema(s)))
         return rc;
     if (o->force) {
@@ -468,87 +625,102 @@ int rlhi_pairs_filter(struct rlhi_store *s, struct rlhi_judge *judge,
         goto out;
     rlhi_progress_start(&prog, "filter", nids);
 
-    for (size_t k = 0; k < nids; k++) {
-        int reason, ab, ba;
+    for (size_t k0 = 0; k0 < nids; k0 += FILTER_CHUNK) {
+        size_t n = nids - k0 < FILTER_CHUNK ? nids - k0 : FILTER_CHUNK;
 
-        sqlite3_reset(list);
-        sqlite3_bind_int64(list, 1, ids[k]);
-        if (sqlite3_step(list) != SQLITE_ROW) {
-            rc = rlhi_store_err(s, "cannot read a pair");
-            goto out;
-        }
-        reason = decide(judge, o, (const char *)sqlite3_column_text(list, 0),
-                        (const char *)sqlite3_column_text(list, 1),
-                        (const char *)sqlite3_column_text(list, 2),
-                        (const char *)sqlite3_column_text(list, 3),
-                        sqlite3_column_type(list, 4) != SQLITE_NULL,
-                        sqlite3_column_double(list, 4), &ab, &ba, &t1, &t2);
-        sqlite3_reset(list);
-        if (reason < 0) {
-            rc = reason;
-            goto out;
-        }
-        if (!txn && (rc = rlhi_store_begin(s)))
-            goto out;
-        txn = true;
-        sqlite3_reset(upd);
-        sqlite3_bind_int(upd, 1, reason == KEEP);
-        if (reason != KEEP)
-            sqlite3_bind_text(upd, 2, drop_names[reason], -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(upd, 2);
-        sqlite3_bind_int64(upd, 3, ids[k]);
-        sqlite3_reset(rec);
-        sqlite3_bind_int64(rec, 1, ids[k]);
-        if (judge)
-            sqlite3_bind_text(rec, 2, judge->name, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(rec, 2);
-        if (ab != 2) {
-            sqlite3_bind_int(rec, 3, ab);
-            sqlite3_bind_int(rec, 4, ba);
-        } else {
-            sqlite3_bind_null(rec, 3);
-            sqlite3_bind_null(rec, 4);
-        }
-        if (reason != KEEP)
-            sqlite3_bind_text(rec, 5, drop_names[reason], -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(rec, 5);
-        /* A pair without a verdict is not recorded as checked, so that a
-         * rerun (with a working judge) asks again. */
-        if (sqlite3_step(upd) != SQLITE_DONE ||
-            (reason != RLHI_DROP_JUDGE_ERROR &&
-             sqlite3_step(rec) != SQLITE_DONE)) {
-            rc = rlhi_store_err(s, "cannot record a filter decision");
-            goto out;
-        }
-        stats->checked++;
-        if (reason == KEEP)
-            stats->kept++;
-        else
-            stats->dropped[reason]++;
-        if (++pending >= RLHI_STORE_BATCH) {
-            if ((rc = rlhi_store_commit(s)))
+        /* Read the chunk, decide what needs no judge, ask the judge. */
+        for (size_t i = 0; i < n; i++) {
+            struct fpair *f = &fp[i];
+
+            f->id = ids[k0 + i];
+            sqlite3_reset(list);
+            sqlite3_bind_int64(list, 1, f->id);
+            if (sqlite3_step(list) != SQLITE_ROW) {
+                rc = rlhi_store_err(s, "cannot read a pair");
                 goto out;
-            txn = false;
-            pending = 0;
+            }
+            rc = prepare(judge, o, (const char *)sqlite3_column_text(list, 0),
+                         (const char *)sqlite3_column_text(list, 1),
+                         (const char *)sqlite3_column_text(list, 2),
+                         (const char *)sqlite3_column_text(list, 3),
+                         sqlite3_column_type(list, 4) != SQLITE_NULL,
+                         sqlite3_column_double(list, 4), f, &t1, &t2);
+            sqlite3_reset(list);
+            if (rc)
+                goto out;
         }
-        rlhi_progress_update(&prog, k + 1);
-        errors_in_a_row = reason == RLHI_DROP_JUDGE_ERROR
-                              ? errors_in_a_row + 1 : 0;
-        if (errors_in_a_row >= FILTER_MAX_ERRORS_IN_A_ROW) {
-            char last[256];
-
-            snprintf(last, sizeof last, "%s", rlhi_errmsg());
-            rc = rlhi_err(RLHI_EINVAL, "the judge '%s' gave no valid verdict "
-                          "for %d pairs in a row; stopped (the last: %s)\n"
-                          "hint: a rerun asks again for pairs without a "
-                          "verdict", judge->name, errors_in_a_row, last);
-            if (txn && !rlhi_store_commit(s))
-                txn = false;
+        if (judge && (rc = judge_chunk(judge, fp, n)))
             goto out;
+
+        /* Record the decisions in order. */
+        for (size_t i = 0; i < n; i++) {
+            const struct fpair *f = &fp[i];
+            int reason = f->reason;
+
+            if (!txn && (rc = rlhi_store_begin(s)))
+                goto out;
+            txn = true;
+            sqlite3_reset(upd);
+            sqlite3_bind_int(upd, 1, reason == KEEP);
+            if (reason != KEEP)
+                sqlite3_bind_text(upd, 2, drop_names[reason], -1,
+                                  SQLITE_STATIC);
+            else
+                sqlite3_bind_null(upd, 2);
+            sqlite3_bind_int64(upd, 3, f->id);
+            sqlite3_reset(rec);
+            sqlite3_bind_int64(rec, 1, f->id);
+            if (judge)
+                sqlite3_bind_text(rec, 2, judge->name, -1, SQLITE_STATIC);
+            else
+                sqlite3_bind_null(rec, 2);
+            if (f->ab != 2) {
+                sqlite3_bind_int(rec, 3, f->ab);
+                sqlite3_bind_int(rec, 4, f->ba);
+            } else {
+                sqlite3_bind_null(rec, 3);
+                sqlite3_bind_null(rec, 4);
+            }
+            if (reason != KEEP)
+                sqlite3_bind_text(rec, 5, drop_names[reason], -1,
+                                  SQLITE_STATIC);
+            else
+                sqlite3_bind_null(rec, 5);
+            /* A pair without a verdict is not recorded as checked, so
+             * that a rerun (with a working judge) asks again. */
+            if (sqlite3_step(upd) != SQLITE_DONE ||
+                (reason != RLHI_DROP_JUDGE_ERROR &&
+                 sqlite3_step(rec) != SQLITE_DONE)) {
+                rc = rlhi_store_err(s, "cannot record a filter decision");
+                goto out;
+            }
+            stats->checked++;
+            if (reason == KEEP)
+                stats->kept++;
+            else
+                stats->dropped[reason]++;
+            if (++pending >= RLHI_STORE_BATCH) {
+                if ((rc = rlhi_store_commit(s)))
+                    goto out;
+                txn = false;
+                pending = 0;
+            }
+            rlhi_progress_update(&prog, k0 + i + 1);
+            errors_in_a_row = reason == RLHI_DROP_JUDGE_ERROR
+                                  ? errors_in_a_row + 1 : 0;
+            if (errors_in_a_row >= FILTER_MAX_ERRORS_IN_A_ROW) {
+                rc = rlhi_err(RLHI_EINVAL, "the judge '%s' gave no valid "
+                              "verdict for %d pairs in a row; stopped (the "
+                              "last: %s)\nhint: a rerun asks again for pairs "
+                              "without a verdict", judge->name,
+                              errors_in_a_row, f->err ? f->err : "?");
+                if (txn && !rlhi_store_commit(s))
+                    txn = false;
+                goto out;
+            }
         }
+        for (size_t i = 0; i < n; i++)
+            fpair_release(&fp[i]);
     }
     if (txn) {
         if ((rc = rlhi_store_commit(s)))
@@ -578,6 +750,8 @@ out:
     sqlite3_finalize(list);
     sqlite3_finalize(upd);
     sqlite3_finalize(rec);
+    for (size_t i = 0; i < FILTER_CHUNK; i++)
+        fpair_release(&fp[i]);
     rlhi_free(ids);
     rlhi_buf_release(&t1);
     rlhi_buf_release(&t2);
