@@ -246,25 +246,234 @@ static int persona_check(void *obj, void *arg)
     return 0;
 }
 
-/* Asks for one persona from `user_text`; its verdict's JSON is appended
- * to `js`. */
-static int persona_ask(struct rlhi_ask *ask, const char *user_text,
-                       struct rlhi_persona *p, struct rlhi_buf *js)
-{
-    struct rlhi_chat_msg m[2] = {{"system", persona_system},
-                                 {"user", user_text}};
-    void *v = NULL;
-    int rc = rlhi__ask_json(ask, m, 2, persona_check, p, &v);
+/* One user's persona being made: the prompts of the history's chunks,
+ * then (several chunks) a merge prompt over their verdicts. */
+struct pjob {
+    struct rlhi_buf *chunk; /* the chunks' user prompts */
+    int nchunks;
+    struct rlhi_buf merge;
+    struct rlhi_persona p;  /* the result */
+    int rc;                 /* 0, or RLHI_EFORMAT with err */
+    char *err;
+};
 
-    if (rc)
-        return rc;
-    rlhi_free(p->text);
-    p->text = rlhi_strdup(json_string_value(json_object_get(v, "text")));
-    rc = p->text ? rlhi__json_dump(v, JSON_COMPACT, js) : RLHI_ENOMEM;
-    json_decref(v);
-    if (rc)
+static void pjob_release(struct pjob *j)
+{
+    for (int i = 0; i < j->nchunks; i++)
+        rlhi_buf_release(&j->chunk[i]);
+    rlhi_free(j->chunk);
+    rlhi_buf_release(&j->merge);
+    rlhi_persona_release(&j->p);
+    rlhi_free(j->err);
+    memset(j, 0, sizeof *j);
+}
+
+/* Cuts the history into the chunk prompts of j: whole messages, at most
+ * max_chars of them per chunk (a longer message is cut to fit). */
+static int pjob_chunks(struct pjob *j, const struct rlhi_persona_msg *msgs,
+                       size_t n, size_t max_chars, bool redact)
+{
+    size_t i = 0;
+    int rc = 0;
+
+    memset(j, 0, sizeof *j);
+    while (i < n || (n == 0 && j->nchunks == 0)) {
+        struct rlhi_buf *c;
+        void *q = rlhi_realloc(j->chunk, (size_t)(j->nchunks + 1) *
+                                             sizeof *j->chunk);
+
+        if (!q)
+            goto nomem;
+        j->chunk = q;
+        c = &j->chunk[j->nchunks++];
+        *c = (struct rlhi_buf)RLHI_BUF_INIT;
+        if (rlhi_buf_adds(c, "Messages the user wrote (a label in "
+                          "brackets marks a reaction to an answer):\n"))
+            goto nomem;
+        while (i < n) {
+            char *t = rlhi__dup_redacted(msgs[i].text, redact, NULL);
+            size_t len;
+
+            if (!t)
+                goto nomem;
+            len = strlen(t) < max_chars ? strlen(t) : max_chars;
+            if (c->len + len > max_chars && c->len > 80) {
+                rlhi_free(t);
+                break;
+            }
+            rc = rlhi_buf_addf(c, "- %s%s%s", msgs[i].label ? "[" : "",
+                               msgs[i].label ? msgs[i].label : "",
+                               msgs[i].label ? "] " : "");
+            rc |= rlhi_buf_add(c, t, len);
+            rc |= rlhi_buf_addc(c, '\n');
+            rlhi_free(t);
+            if (rc)
+                goto nomem;
+            i++;
+        }
+        if (n == 0)
+            break;
+    }
+    return 0;
+nomem:
+    return rlhi_err(RLHI_ENOMEM, "cannot summarise a persona");
+}
+
+/* Takes a persona verdict into j->p (values are checked already): the
+ * text, and its JSON appended to the merge prompt as item k (k > 0). */
+static int pjob_take(struct pjob *j, json_t *v, int k)
+{
+    rlhi_free(j->p.text);
+    j->p.text = rlhi_strdup(json_string_value(json_object_get(v, "text")));
+    if (!j->p.text ||
+        (k && (rlhi_buf_addf(&j->merge, "%d. ", k) ||
+               rlhi__json_dump(v, JSON_COMPACT, &j->merge) ||
+               rlhi_buf_addc(&j->merge, '\n'))))
         return rlhi_err(RLHI_ENOMEM, "cannot keep a persona");
     return 0;
+}
+
+static int pjob_fail(struct pjob *j, char **err)
+{
+    j->rc = RLHI_EFORMAT;
+    j->err = *err;
+    *err = NULL;
+    return 0;
+}
+
+/* Makes the personas of jobs[0..n) with two rounds of questions, each
+ * asked as one batch: every chunk of every job, then the merges. A job
+ * whose verdict stays malformed gets rc RLHI_EFORMAT and err; the return
+ * is 0 or a failure that stops everything (the network, memory). */
+static int persona_many(struct rlhi_ask *ask, struct pjob *jobs, size_t n)
+{
+    static const char merge_head[] =
+        "Descriptions of the same user made from different parts of their "
+        "history:\n";
+    struct rlhi_chat_msg *m = NULL;
+    const struct rlhi_chat_msg **msgs = NULL;
+    size_t *counts = NULL, total = 0, k;
+    void **args = NULL, **verdicts = NULL;
+    struct rlhi_persona *tmp = NULL;
+    int *rcs = NULL, rc = 0;
+    char **errs = NULL;
+
+    for (size_t i = 0; i < n; i++)
+        total += (size_t)jobs[i].nchunks;
+    m = rlhi_calloc(2 * total + 1, sizeof *m);
+    msgs = rlhi_calloc(total + 1, sizeof *msgs);
+    counts = rlhi_calloc(total + 1, sizeof *counts);
+    args = rlhi_calloc(total + 1, sizeof *args);
+    verdicts = rlhi_calloc(total + 1, sizeof *verdicts);
+    tmp = rlhi_calloc(total + 1, sizeof *tmp);
+    rcs = rlhi_calloc(total + 1, sizeof *rcs);
+    errs = rlhi_calloc(total + 1, sizeof *errs);
+    if (!m || !msgs || !counts || !args || !verdicts || !tmp || !rcs ||
+        !errs) {
+        rc = rlhi_err(RLHI_ENOMEM, "cannot summarise personas");
+        goto out;
+    }
+
+    /* Round 1: every chunk. */
+    k = 0;
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < jobs[i].nchunks; c++, k++) {
+            m[2 * k] = (struct rlhi_chat_msg){"system", persona_system};
+            m[2 * k + 1] = (struct rlhi_chat_msg){"user",
+                                                  jobs[i].chunk[c].buf};
+            msgs[k] = &m[2 * k];
+            counts[k] = 2;
+            args[k] = &tmp[k];
+        }
+    if ((rc = rlhi__ask_json_many(ask, msgs, counts, total, persona_check,
+                                  args, verdicts, rcs, errs)))
+        goto out;
+    k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct pjob *j = &jobs[i];
+
+        if (j->nchunks > 1 && rlhi_buf_adds(&j->merge, merge_head)) {
+            rc = rlhi_err(RLHI_ENOMEM, "cannot summarise personas");
+            goto out;
+        }
+        for (int c = 0; c < j->nchunks; c++, k++) {
+            if (j->rc)
+                continue;
+            if (rcs[k]) {
+                pjob_fail(j, &errs[k]);
+                continue;
+            }
+            memcpy(j->p.value, tmp[k].value, sizeof j->p.value);
+            if ((rc = pjob_take(j, verdicts[k], j->nchunks > 1 ? c + 1 : 0)))
+                goto out;
+        }
+    }
+
+    /* Round 2: the merges. */
+    for (k = 0; k < total; k++) {
+        json_decref(verdicts[k]);
+        verdicts[k] = NULL;
+        rlhi_free(errs[k]);
+        errs[k] = NULL;
+    }
+    k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct pjob *j = &jobs[i];
+
+        if (j->rc || j->nchunks < 2)
+            continue;
+        if (rlhi_buf_adds(&j->merge, "\nCombine them into one description "
+                          "in the same JSON format. Where they disagree, "
+                          "prefer the value most of them show; \"no "
+                          "signal\" only when none shows one.")) {
+            rc = rlhi_err(RLHI_ENOMEM, "cannot summarise personas");
+            goto out;
+        }
+        m[2 * k] = (struct rlhi_chat_msg){"system", persona_system};
+        m[2 * k + 1] = (struct rlhi_chat_msg){"user", j->merge.buf};
+        msgs[k] = &m[2 * k];
+        args[k] = &tmp[k];
+        k++;
+    }
+    if (k && (rc = rlhi__ask_json_many(ask, msgs, counts, k, persona_check,
+                                       args, verdicts, rcs, errs)))
+        goto out;
+    k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct pjob *j = &jobs[i];
+
+        if (j->rc || j->nchunks < 2)
+            continue;
+        if (rcs[k]) {
+            pjob_fail(j, &errs[k]);
+        } else {
+            memcpy(j->p.value, tmp[k].value, sizeof j->p.value);
+            if ((rc = pjob_take(j, verdicts[k], 0)))
+                goto out;
+        }
+        k++;
+    }
+    for (size_t i = 0; i < n; i++)
+        for (int d = 0; d < RLHI_DIM_N && !jobs[i].rc; d++)
+            if (!(jobs[i].p.evidence[d] = rlhi_strdup("[]"))) {
+                rc = rlhi_err(RLHI_ENOMEM, "cannot summarise personas");
+                goto out;
+            }
+
+out:
+    for (k = 0; verdicts && errs && k < total; k++) {
+        json_decref(verdicts[k]);
+        rlhi_free(errs[k]);
+    }
+    rlhi_free(m);
+    rlhi_free(msgs);
+    rlhi_free(counts);
+    rlhi_free(args);
+    rlhi_free(verdicts);
+    rlhi_free(tmp);
+    rlhi_free(rcs);
+    rlhi_free(errs);
+    return rc;
 }
 
 int rlhi_llm_persona_summarise(struct rlhi_ask *ask,
@@ -272,87 +481,25 @@ int rlhi_llm_persona_summarise(struct rlhi_ask *ask,
                                size_t max_chars, bool redact,
                                struct rlhi_persona *out)
 {
-    struct rlhi_buf chunk = RLHI_BUF_INIT, merge = RLHI_BUF_INIT;
-    int nchunks = 0, rc = 0;
-    size_t i = 0;
+    struct pjob j;
+    int rc;
 
     memset(out, 0, sizeof *out);
-    if (!max_chars)
-        max_chars = 6000;
-    if (rlhi_buf_adds(&merge, "Descriptions of the same user made from "
-                      "different parts of their history:\n"))
-        goto nomem;
-
-    /* One persona per chunk of whole messages. */
-    while (i < n || (n == 0 && nchunks == 0)) {
-        rlhi_buf_clear(&chunk);
-        if (rlhi_buf_adds(&chunk, "Messages the user wrote (a label in "
-                          "brackets marks a reaction to an answer):\n"))
-            goto nomem;
-        do {
-            char *t;
-            size_t len;
-
-            if (i >= n)
-                break;
-            if (!(t = rlhi__dup_redacted(msgs[i].text, redact, NULL)))
-                goto nomem;
-            len = strlen(t);
-            /* A single message longer than a chunk is cut to fit. */
-            if (len > max_chars)
-                len = max_chars;
-            if (chunk.len + len > max_chars && chunk.len > 80) {
-                rlhi_free(t);
-                break;
-            }
-            rc = rlhi_buf_addf(&chunk, "- %s%s%s", msgs[i].label ? "[" : "",
-                               msgs[i].label ? msgs[i].label : "",
-                               msgs[i].label ? "] " : "");
-            rc |= rlhi_buf_add(&chunk, t, len);
-            rc |= rlhi_buf_addc(&chunk, '\n');
-            rlhi_free(t);
-            if (rc)
-                goto nomem;
-            i++;
-        } while (i < n);
-        if (rlhi_buf_addf(&merge, "%d. ", nchunks + 1))
-            goto nomem;
-        if ((rc = persona_ask(ask, chunk.buf, out, &merge)))
-            goto out;
-        nchunks++;
-        if (rlhi_buf_addc(&merge, '\n'))
-            goto nomem;
-        if (n == 0)
-            break;
+    if ((rc = pjob_chunks(&j, msgs, n, max_chars ? max_chars : 6000,
+                          redact)) ||
+        (rc = persona_many(ask, &j, 1))) {
+        pjob_release(&j);
+        return rc;
     }
-
-    /* Several chunks: a merge prompt over their verdicts. */
-    if (nchunks > 1) {
-        struct rlhi_buf js = RLHI_BUF_INIT;
-
-        if (rlhi_buf_adds(&merge, "\nCombine them into one description in "
-                          "the same JSON format. Where they disagree, "
-                          "prefer the value most of them show; \"no "
-                          "signal\" only when none shows one."))
-            goto nomem;
-        rc = persona_ask(ask, merge.buf, out, &js);
-        rlhi_buf_release(&js);
-        if (rc)
-            goto out;
+    if (j.rc) {
+        rc = rlhi_err(j.rc, "%s", j.err ? j.err : "no valid persona");
+        pjob_release(&j);
+        return rc;
     }
-    for (int d = 0; d < RLHI_DIM_N; d++)
-        if (!(out->evidence[d] = rlhi_strdup("[]")))
-            goto nomem;
-    goto out;
-
-nomem:
-    rc = rlhi_err(RLHI_ENOMEM, "cannot summarise a persona");
-out:
-    rlhi_buf_release(&chunk);
-    rlhi_buf_release(&merge);
-    if (rc)
-        rlhi_persona_release(out);
-    return rc;
+    *out = j.p;
+    memset(&j.p, 0, sizeof j.p);
+    pjob_release(&j);
+    return 0;
 }
 
 /* ---- store-level runs -------------------------------------------------- */
