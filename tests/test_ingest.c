@@ -377,6 +377,21 @@ int main(int argc, char **argv)
                           "f462e48fa9bbffac4a9291e8664212d7");
     }
 
+    TEST("canonical id with a user equals Python's") {
+        /* python3 -c 'import json,hashlib; m=[{"role":"user","content":
+         * "hi"},{"role":"assistant","content":"Hello! How can I help?"}];
+         * print(hashlib.sha256(json.dumps({"user":"u\u00e9 \"1\"",
+         * "messages":m},ensure_ascii=False,separators=(",",":")).encode()
+         * ).hexdigest())' */
+        const char *roles[] = {"user", "assistant"};
+        const char *contents[] = {"hi", "Hello! How can I help?"};
+
+        CHECK_OK(rlhi_ingest_conversation_id("u\xc3\xa9 \"1\"", roles,
+                                             contents, 2, hex));
+        CHECK_STR_EQ(hex, "cd2c6e0fc69360a760028b8bef453d3c"
+                          "af65eaafdd2bdb8ce4ae9d14d9aca9c8");
+    }
+
     /* The reference: 5000 conversations (and 6 malformed lines) in one
      * uninterrupted run. */
     snprintf(logbuf, sizeof logbuf, "%s", tmp("big.jsonl"));

@@ -73,7 +73,17 @@ int rlhi_ingest(struct rlhi_store *s, const char *const *paths, int npaths,
  * canonical JSON of its messages, exactly what Python's
  *     json.dumps([{"role": r, "content": c}, ...], ensure_ascii=False,
  *                separators=(",", ":"))
- * produces, encoded as UTF-8. `roles` and `contents` have n entries. */
+ * produces, encoded as UTF-8, when the record names no user (user NULL);
+ * when it does (`user` or a message's `hashed_ip`), of
+ *     json.dumps({"user": u, "messages": [...]}, ...)
+ * so that the same short exchange ("hi" / "Hello! How can I help?") from
+ * two users stays two conversations, while a log ingested twice is still
+ * stored once. `roles` and `contents` have n entries. */
+int rlhi_ingest_conversation_id(const char *user, const char *const *roles,
+                                const char *const *contents, size_t n,
+                                char hex[65]);
+
+/* rlhi_ingest_conversation_id without a user. */
 int rlhi_ingest_messages_hash(const char *const *roles,
                               const char *const *contents, size_t n,
                               char hex[65]);

@@ -468,14 +468,19 @@ static int canon_str(struct rlhi_buf *b, const char *s, size_t n)
     return 0;
 }
 
-int rlhi_ingest_messages_hash(const char *const *roles,
-                              const char *const *contents, size_t n,
-                              char hex[65])
+int rlhi_ingest_conversation_id(const char *user, const char *const *roles,
+                                const char *const *contents, size_t n,
+                                char hex[65])
 {
     struct rlhi_buf b = RLHI_BUF_INIT;
     int rc = 0;
     size_t i;
 
+    if (user) {
+        rc |= rlhi_buf_adds(&b, "{\"user\":");
+        rc |= canon_str(&b, user, strlen(user));
+        rc |= rlhi_buf_adds(&b, ",\"messages\":");
+    }
     rc |= rlhi_buf_addc(&b, '[');
     for (i = 0; i < n && !rc; i++) {
         rc |= rlhi_buf_adds(&b, i ? ",{\"role\":" : "{\"role\":");
@@ -485,6 +490,8 @@ int rlhi_ingest_messages_hash(const char *const *roles,
         rc |= rlhi_buf_addc(&b, '}');
     }
     rc |= rlhi_buf_addc(&b, ']');
+    if (user)
+        rc |= rlhi_buf_addc(&b, '}');
     if (rc) {
         rlhi_buf_release(&b);
         return rlhi_err(RLHI_ENOMEM, "cannot hash a conversation");
@@ -494,9 +501,16 @@ int rlhi_ingest_messages_hash(const char *const *roles,
     return 0;
 }
 
-/* Hash of the messages of `c` when the record has no id; as
- * rlhi_ingest_messages_hash but content may hold NUL-free joined parts. */
-static int conv_hash(struct conv *c)
+int rlhi_ingest_messages_hash(const char *const *roles,
+                              const char *const *contents, size_t n,
+                              char hex[65])
+{
+    return rlhi_ingest_conversation_id(NULL, roles, contents, n, hex);
+}
+
+/* The id of `c` when the record has none: rlhi_ingest_conversation_id,
+ * with the user when the record names one. */
+static int conv_hash(struct conv *c, bool named)
 {
     const char **r = rlhi_malloc((2 * c->n + 1) * sizeof *r);
     int rc;
@@ -507,7 +521,8 @@ static int conv_hash(struct conv *c)
         r[i] = c->m[i].role;
         r[c->n + i] = c->m[i].content;
     }
-    rc = rlhi_ingest_messages_hash(r, r + c->n, c->n, c->hash_buf);
+    rc = rlhi_ingest_conversation_id(named ? c->user : NULL, r, r + c->n,
+                                     c->n, c->hash_buf);
     rlhi_free(r);
     c->hash = c->hash_buf;
     return rc;
@@ -521,6 +536,7 @@ static int check_record(struct rec *g, json_t *rec)
     const char *list = "conversation";
     json_t *arr, *v, *e;
     size_t i;
+    bool named;
     int rc;
 
     conv_reset(c);
@@ -645,9 +661,10 @@ static int check_record(struct rec *g, json_t *rec)
         for (i = 0; i < c->n; i++)
             c->turns += !strcmp(c->m[i].role, "user");
     }
+    named = c->user != NULL;
     if (!c->user)
         c->user = "unknown";
-    if (!c->hash && (rc = conv_hash(c)))
+    if (!c->hash && (rc = conv_hash(c, named)))
         return rc;
     return 0;
 }
