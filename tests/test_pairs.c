@@ -535,6 +535,93 @@ static int one_ask(struct rlhi_ask *a, const struct rlhi_chat_msg *m,
     return rlhi_err(RLHI_EINVAL, "fn called though many is set");
 }
 
+/* Persona verdicts for a batch: "merged" for merge prompts, "chunk" for
+ * chunks, nothing valid for a history that says NOPE. */
+static int persona_batch(struct rlhi_ask *a,
+                         const struct rlhi_chat_msg *const *m,
+                         const size_t *counts, size_t n, int attempt,
+                         char **texts)
+{
+    struct batch_script *b = a->ctx;
+
+    (void)counts;
+    b->batches++;
+    for (size_t i = 0; i < n; i++) {
+        const char *u = m[i][1].content;
+
+        *(attempt ? &b->retried : &b->asked) += 1;
+        if (strstr(u, "NOPE"))
+            texts[i] = rlhi_strdup("no");
+        else
+            texts[i] = rlhi_strdup(
+                strstr(u, "Combine them")
+                    ? "{\"expertise\": \"expert\", \"informativeness\": "
+                      "\"concise\", \"tone\": \"formal\", \"structure\""
+                      ": \"prose\", \"text\": \"merged\"}"
+                    : "{\"expertise\": \"novice\", \"informativeness\": "
+                      "\"no signal\", \"tone\": \"casual\", "
+                      "\"structure\": \"prose\", \"text\": \"chunk\"}");
+    }
+    return 0;
+}
+
+static void test_persona_batches(void)
+{
+    TEST("LLM personas: 20 users in batches of 16, chunks then merges") {
+        struct batch_script bs = {0};
+        struct rlhi_ask ask = {one_ask, &bs, 0, persona_batch};
+        struct rlhi_persona_stats ps;
+        struct rlhi_ingest_stats is;
+        struct rlhi_buf log = RLHI_BUF_INIT;
+        struct rlhi_store *r = new_store("llmpersona.db");
+        char path[256];
+        const char *p = path;
+
+        /* users 0-9: one short message (one chunk); 10-19: three long
+         * ones (three chunks + a merge at 300 characters); user 7 NOPE */
+        for (int u = 0; u < 20; u++)
+            for (int c = 0; c < (u < 10 ? 1 : 3); c++)
+                rlhi_buf_addf(&log, "{\"user\": \"user%02d\", \"messages\":"
+                              " [{\"role\": \"user\", \"content\": \"%s "
+                              "%d %.*s\"}, {\"role\": \"assistant\", "
+                              "\"content\": \"ok\"}]}\n", u,
+                              u == 7 ? "NOPE" : "hello", c, u < 10 ? 4 : 200,
+                              "pad pad pad pad pad pad pad pad pad pad pad "
+                              "pad pad pad pad pad pad pad pad pad pad pad "
+                              "pad pad pad pad pad pad pad pad pad pad pad "
+                              "pad pad pad pad pad pad pad pad pad pad pad "
+                              "pad pad pad pad pad pad pad pad pad pad pad");
+        snprintf(path, sizeof path, "%s/personas.jsonl", tmpdir);
+        if (!r || rlhi_file_write_atomic(path, log.buf, log.len) ||
+            rlhi_ingest(r, &p, 1, NULL, &is)) {
+            CHECK(false);
+            rlhi_buf_release(&log);
+            rlhi_store_close(r);
+            break;
+        }
+        CHECK_OK(rlhi_llm_persona_run(r, &ask, "llm", false, 300, &ps));
+        CHECK_INT_EQ(ps.users, 20);
+        CHECK_INT_EQ(ps.made, 19);
+        /* 10 + 30 chunks, then 10 merges; user 7 asked twice */
+        CHECK_INT_EQ(bs.asked, 50);
+        CHECK_INT_EQ(bs.retried, 1);
+        /* flush 1 (users 0-15): chunks, a retry, merges; flush 2: chunks,
+         * merges */
+        CHECK_INT_EQ(bs.batches, 5);
+        CHECK_INT_EQ(count_sql(r, "SELECT count(*) FROM personas WHERE "
+                               "backend = 'llm' AND text = 'merged'"), 10);
+        CHECK_INT_EQ(count_sql(r, "SELECT count(*) FROM personas WHERE "
+                               "backend = 'llm' AND text = 'chunk'"), 9);
+        /* a rerun asks only for user 7 */
+        memset(&bs, 0, sizeof bs);
+        CHECK_OK(rlhi_llm_persona_run(r, &ask, "llm", false, 300, &ps));
+        CHECK_INT_EQ(ps.unchanged, 19);
+        CHECK_INT_EQ(bs.asked, 1);
+        rlhi_buf_release(&log);
+        rlhi_store_close(r);
+    }
+}
+
 static void test_llm_detector(void)
 {
     TEST("feedback verdict: chatter around the JSON is tolerated") {
@@ -1170,6 +1257,7 @@ int main(void)
     test_filter_run();
     test_llm_detector();
     test_filter_batches();
+    test_persona_batches();
     test_model();
     {
         char cmd[300];

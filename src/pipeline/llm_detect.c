@@ -732,6 +732,55 @@ out:
     return rc;
 }
 
+/* Users whose personas are asked for together: their chunks go out as one
+ * batch (then their merges), and are stored in one transaction. */
+#define PERSONA_BATCH 16
+
+/* Stores the personas of the batch's users in one transaction; a user
+ * whose verdict stayed malformed is warned about and left for a rerun.
+ * Eight such users in a row stop the run. */
+static int persona_flush(struct rlhi_store *s, struct rlhi_ask *ask,
+                         sqlite3_stmt *put, const char *backend, bool redact,
+                         struct pjob *jobs, const int64_t *uid,
+                         char (*hex)[65], size_t n, int *bad_in_a_row,
+                         struct rlhi_persona_stats *stats)
+{
+    int rc;
+
+    if (!n)
+        return 0;
+    if ((rc = persona_many(ask, jobs, n)) || (rc = rlhi_store_begin(s)))
+        return rc;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (jobs[i].rc) {
+            rlhi_warn("user %lld: %s; no persona yet (a rerun asks again)",
+                      (long long)uid[i], jobs[i].err ? jobs[i].err : "?");
+            if (++*bad_in_a_row >= LLM_MAX_BAD_IN_A_ROW)
+                rc = rlhi_err(RLHI_EFORMAT, "%d users in a row without a "
+                              "valid persona; stopped\nhint: the model does "
+                              "not follow the JSON format; use a larger "
+                              "instruction-following model", *bad_in_a_row);
+            continue;
+        }
+        *bad_in_a_row = 0;
+        rc = rlhi__persona_put(s, put, uid[i], backend, &jobs[i].p, hex[i],
+                               redact);
+        sqlite3_reset(put);
+        if (!rc)
+            stats->made++;
+    }
+    if (rc && rc != RLHI_EFORMAT) {
+        rlhi_store_rollback(s);
+        return rc;
+    }
+    /* personas stored before a run of malformed ones are good */
+    {
+        int crc = rlhi_store_commit(s);
+
+        return crc ? crc : rc;
+    }
+}
+
 int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
                          const char *backend, bool redact, size_t max_chars,
                          struct rlhi_persona_stats *stats)
@@ -739,14 +788,20 @@ int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
     sqlite3_stmt *msgs = NULL, *old = NULL, *put = NULL;
     struct rlhi_persona_msg *pm = NULL;
     struct rlhi_buf text = RLHI_BUF_INIT;
-    size_t *off = NULL, cap = 0;
+    struct pjob jobs[PERSONA_BATCH];
+    int64_t uid[PERSONA_BATCH];
+    char hex[PERSONA_BATCH][65];
+    size_t *off = NULL, cap = 0, nj = 0;
     int64_t *ids = NULL;
     size_t nids = 0;
     struct rlhi_progress prog;
-    int rc;
+    int rc, bad_in_a_row = 0;
     double t0 = rlhi_time_now();
 
     memset(stats, 0, sizeof *stats);
+    memset(jobs, 0, sizeof jobs);
+    if (!max_chars)
+        max_chars = 6000;
     if ((rc = list_ids(s, "SELECT id FROM users ORDER BY id", &ids,
                        &nids)) ||
         (rc = rlhi__persona_stmts(s, &msgs, &old, &put)))
@@ -754,13 +809,11 @@ int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
     rlhi_progress_start(&prog, "llm persona users", nids);
     for (size_t k = 0; k < nids; k++) {
         struct rlhi_sha256 sh;
-        struct rlhi_persona p;
         uint8_t dig[32];
-        char hex[65];
         size_t n = 0;
 
-        /* The history: "conv#idx", text, label per message, NUL-separated
-         * in one buffer; its hash decides whether to ask again. */
+        /* The history: text and label per message, NUL-separated in one
+         * buffer; its hash decides whether to ask again. */
         stats->users++;
         rlhi_buf_clear(&text);
         rlhi_sha256_init(&sh);
@@ -791,9 +844,9 @@ int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
         sqlite3_reset(msgs);
         rlhi_sha256_final(&sh, dig);
         for (int i = 0; i < 32; i++)
-            snprintf(hex + 2 * i, 3, "%02x", dig[i]);
+            snprintf(hex[nj] + 2 * i, 3, "%02x", dig[i]);
         rlhi_progress_update(&prog, k + 1);
-        if (rlhi__persona_is_same(old, ids[k], backend, hex)) {
+        if (rlhi__persona_is_same(old, ids[k], backend, hex[nj])) {
             stats->unchanged++;
             continue;
         }
@@ -805,31 +858,30 @@ int rlhi_llm_persona_run(struct rlhi_store *s, struct rlhi_ask *ask,
             pm[i].label = off[2 * i + 1] == (size_t)-1
                               ? NULL : text.buf + off[2 * i + 1];
         }
-        if ((rc = rlhi_llm_persona_summarise(ask, pm, n, max_chars, redact,
-                                             &p)))
+        uid[nj] = ids[k];
+        if ((rc = pjob_chunks(&jobs[nj], pm, n, max_chars, redact)))
             goto out;
-
-        /* One user per transaction: a persona costs model calls. */
-        if ((rc = rlhi_store_begin(s)))
-            goto out_p;
-        if ((rc = rlhi__persona_put(s, put, ids[k], backend, &p, hex,
-                                    redact)))
-            rlhi_store_rollback(s);
-        else
-            rc = rlhi_store_commit(s);
-        sqlite3_reset(put);
-    out_p:
-        rlhi_persona_release(&p);
-        if (rc)
-            goto out;
-        stats->made++;
+        if (++nj == PERSONA_BATCH) {
+            rc = persona_flush(s, ask, put, backend, redact, jobs, uid, hex,
+                               nj, &bad_in_a_row, stats);
+            for (size_t i = 0; i < nj; i++)
+                pjob_release(&jobs[i]);
+            nj = 0;
+            if (rc)
+                goto out;
+        }
     }
+    if ((rc = persona_flush(s, ask, put, backend, redact, jobs, uid, hex, nj,
+                            &bad_in_a_row, stats)))
+        goto out;
     rlhi_progress_finish(&prog);
     goto out;
 
 nomem:
     rc = rlhi_err(RLHI_ENOMEM, "cannot read a user's history");
 out:
+    for (size_t i = 0; i < nj; i++)
+        pjob_release(&jobs[i]);
     sqlite3_finalize(msgs);
     sqlite3_finalize(old);
     sqlite3_finalize(put);
