@@ -363,8 +363,59 @@ static void test_filter_cases(void)
 /* 40 pairs through a batching LLM judge: chunks of 16 pairs (32
  * comparisons) at a time, decisions recorded in order; then a judge that
  * never answers in the format stops the run after 8 pairs in a row. */
+/* Scores for a batch: the number of words of the answer shown, capped at
+ * 10; "garbled" answers get no valid score. */
+static int score_batch(struct rlhi_ask *a, const struct rlhi_chat_msg *const *m,
+                       const size_t *counts, size_t n, int attempt,
+                       char **texts)
+{
+    struct verdicts *v = a->ctx;
+
+    (void)counts;
+    (void)attempt;
+    v->batches++;
+    for (size_t i = 0; i < n; i++) {
+        const char *at = strstr(m[i][1].content, "The answer:\n");
+        char buf[32];
+        int words = 1;
+
+        v->asked++;
+        for (const char *p = at ? at + 12 : ""; *p && *p != '\n'; p++)
+            words += *p == ' ';
+        snprintf(buf, sizeof buf, "{\"score\": %d}", words > 10 ? 10 : words);
+        texts[i] = rlhi_strdup(at && strstr(at, "garbled") ? "?" : buf);
+    }
+    return 0;
+}
+
 static void test_filter_batches(void)
 {
+    TEST("LLM judge: candidates scored in one batch") {
+        struct verdicts v = {"", 0, 0, 0, 0, false};
+        struct rlhi_ask ask = {NULL, &v, 0, score_batch};
+        struct rlhi_chat_msg q = {"user", "Tell me about the sun."};
+        const char *ans[4] = {"It is a star.", "garbled text here",
+                              "Sun.", "The sun is a big hot ball of gas."};
+        double sc[4];
+        int rcs[4];
+        char *errs[4];
+        struct rlhi_judge lj;
+
+        rlhi_judge_llm(&lj, &ask);
+        CHECK_OK(lj.score_many(&lj, "Likes detail.", &q, 1, ans, 4, sc, rcs,
+                               errs));
+        CHECK_INT_EQ(v.batches, 2); /* the answers, then one retry */
+        CHECK_INT_EQ(v.asked, 5);
+        CHECK(!rcs[0] && !rcs[2] && !rcs[3]);
+        CHECK_INT_EQ(rcs[1], RLHI_EFORMAT);
+        CHECK(errs[1] != NULL);
+        CHECK_NEAR(sc[0], 4, 0, 0);
+        CHECK_NEAR(sc[2], 1, 0, 0);
+        CHECK_NEAR(sc[3], 9, 0, 0);
+        for (int i = 0; i < 4; i++)
+            rlhi_free(errs[i]);
+    }
+
     TEST("LLM judge: 40 pairs in 3 batches; a broken judge stops at 8") {
         struct rlhi_store *s = new_store("filter-many.db");
         struct verdicts v = {"good", 1, -1, 0, 0, false};
@@ -1031,6 +1082,27 @@ static void test_model(void)
         CHECK_OK(j.score(&j, "Prefers concise answers.", &q, 1, "It is a "
                          "star.", &s2));
         CHECK(s1 == s2);
+        /* all candidates at once (one forward pass over padded rows)
+         * score as one by one */
+        {
+            const char *ans[3] = {"It is a star.", "The sun is a big hot "
+                                  "ball of gas that gives us light and "
+                                  "warmth.", "Sun."};
+            double sm[3], one;
+            int rcs[3];
+            char *errs[3];
+
+            CHECK(j.score_many != NULL);
+            CHECK_OK(j.score_many(&j, "Prefers concise answers.", &q, 1, ans,
+                                  3, sm, rcs, errs));
+            for (int i = 0; i < 3; i++) {
+                CHECK_INT_EQ(rcs[i], 0);
+                CHECK_OK(j.score(&j, "Prefers concise answers.", &q, 1,
+                                 ans[i], &one));
+                CHECK_NEAR(sm[i], one, 1e-5, 1e-4);
+                rlhi_free(errs[i]);
+            }
+        }
         CHECK_OK(rlhi_pairs_rank(r, l, &j, &o, &st));
         CHECK_INT_EQ(st.made, 2);
         CHECK_INT_EQ(count_sql(r, "SELECT count(*) FROM pairs WHERE source "

@@ -94,6 +94,12 @@ struct rlhi_judge {
     int (*compare_many)(struct rlhi_judge *j,
                         const struct rlhi_judge_cmp *c, size_t n,
                         int *prefs, int *rcs, char **errs);
+    /* Optional: score answers[0..k) to the same prompt at once; results
+     * as compare_many's. NULL: score is called for each in turn. */
+    int (*score_many)(struct rlhi_judge *j, const char *persona,
+                      const struct rlhi_chat_msg *prompt, size_t n,
+                      const char *const *answers, size_t k, double *scores,
+                      int *rcs, char **errs);
     void *ctx;
     void (*release)(struct rlhi_judge *j); /* NULL: nothing to free */
     /* LLM judge: each answer shown is cut to this many characters and

@@ -252,61 +252,88 @@ static int llm_compare(struct rlhi_judge *j, const char *persona,
     return judge_ask(j, rc, &sys, &user, winner_check, pref);
 }
 
-/* All comparisons in one batch of questions (rlhi_ask.many). A failure of
- * the whole batch (the network) is every comparison's failure. */
-static int llm_compare_many(struct rlhi_judge *j,
-                            const struct rlhi_judge_cmp *c, size_t n,
-                            int *prefs, int *rcs, char **errs)
+/* Asks k judge questions as one batch (rlhi_ask.many): build(i) makes
+ * question i's prompts, check reads its verdict into args[i]. Per
+ * question rcs[i] and errs[i] as rlhi_judge.compare_many's; a failure of
+ * the whole batch (the network) is every question's failure. 0 or
+ * RLHI_ENOMEM. */
+static int judge_many(struct rlhi_judge *j, size_t k,
+                      int (*build)(struct rlhi_judge *j, const void *ctx,
+                                   size_t i, struct rlhi_buf *sys,
+                                   struct rlhi_buf *user),
+                      const void *ctx, int (*check)(void *, void *),
+                      void *const *args, int *rcs, char **errs)
 {
-    struct rlhi_buf *bufs = rlhi_calloc(2 * n + 1, sizeof *bufs);
-    struct rlhi_chat_msg *m = rlhi_calloc(2 * n + 1, sizeof *m);
-    const struct rlhi_chat_msg **msgs = rlhi_calloc(n + 1, sizeof *msgs);
-    size_t *counts = rlhi_calloc(n + 1, sizeof *counts);
-    void **args = rlhi_calloc(n + 1, sizeof *args);
-    void **verdicts = rlhi_calloc(n + 1, sizeof *verdicts);
+    struct rlhi_buf *bufs = rlhi_calloc(2 * k + 1, sizeof *bufs);
+    struct rlhi_chat_msg *m = rlhi_calloc(2 * k + 1, sizeof *m);
+    const struct rlhi_chat_msg **msgs = rlhi_calloc(k + 1, sizeof *msgs);
+    size_t *counts = rlhi_calloc(k + 1, sizeof *counts);
+    void **verdicts = rlhi_calloc(k + 1, sizeof *verdicts);
     int rc = 0;
 
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < k; i++) {
         rcs[i] = 0;
         errs[i] = NULL;
     }
-    if (!bufs || !m || !msgs || !counts || !args || !verdicts) {
+    if (!bufs || !m || !msgs || !counts || !verdicts) {
         rc = rlhi_err(RLHI_ENOMEM, "cannot ask the judge");
         goto out;
     }
-    for (size_t i = 0; i < n && !rc; i++) {
-        rc = compare_prompt(j, c[i].persona, c[i].prompt, c[i].n, c[i].a,
-                            c[i].b, &bufs[2 * i], &bufs[2 * i + 1]);
+    for (size_t i = 0; i < k && !rc; i++) {
+        rc = build(j, ctx, i, &bufs[2 * i], &bufs[2 * i + 1]);
         m[2 * i].role = "system";
         m[2 * i].content = bufs[2 * i].buf;
         m[2 * i + 1].role = "user";
         m[2 * i + 1].content = bufs[2 * i + 1].buf;
         msgs[i] = &m[2 * i];
         counts[i] = 2;
-        args[i] = &prefs[i];
     }
     if (rc)
         goto out;
-    rc = rlhi__ask_json_many(j->ctx, msgs, counts, n, winner_check, args,
-                             verdicts, rcs, errs);
+    rc = rlhi__ask_json_many(j->ctx, msgs, counts, k, check, args, verdicts,
+                             rcs, errs);
     if (rc && rc != RLHI_ENOMEM) {
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < k; i++) {
             rcs[i] = rc;
             errs[i] = rlhi_strdup(rlhi_errmsg());
         }
         rc = 0;
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < k; i++)
         json_decref(verdicts[i]);
 out:
-    for (size_t i = 0; bufs && i < 2 * n; i++)
+    for (size_t i = 0; bufs && i < 2 * k; i++)
         rlhi_buf_release(&bufs[i]);
     rlhi_free(bufs);
     rlhi_free(m);
     rlhi_free(msgs);
     rlhi_free(counts);
-    rlhi_free(args);
     rlhi_free(verdicts);
+    return rc;
+}
+
+static int build_compare(struct rlhi_judge *j, const void *ctx, size_t i,
+                         struct rlhi_buf *sys, struct rlhi_buf *user)
+{
+    const struct rlhi_judge_cmp *c = (const struct rlhi_judge_cmp *)ctx + i;
+
+    return compare_prompt(j, c->persona, c->prompt, c->n, c->a, c->b, sys,
+                          user);
+}
+
+static int llm_compare_many(struct rlhi_judge *j,
+                            const struct rlhi_judge_cmp *c, size_t n,
+                            int *prefs, int *rcs, char **errs)
+{
+    void **args = rlhi_calloc(n + 1, sizeof *args);
+    int rc;
+
+    if (!args)
+        return rlhi_err(RLHI_ENOMEM, "cannot ask the judge");
+    for (size_t i = 0; i < n; i++)
+        args[i] = &prefs[i];
+    rc = judge_many(j, n, build_compare, c, winner_check, args, rcs, errs);
+    rlhi_free(args);
     return rc;
 }
 
@@ -324,11 +351,12 @@ static int score_check(void *obj, void *arg)
     return 0;
 }
 
-static int llm_score(struct rlhi_judge *j, const char *persona,
-                     const struct rlhi_chat_msg *prompt, size_t n,
-                     const char *answer, double *score)
+/* The system and user prompts that ask for one answer's score. */
+static int score_prompt(struct rlhi_judge *j, const char *persona,
+                        const struct rlhi_chat_msg *prompt, size_t n,
+                        const char *answer, struct rlhi_buf *sys,
+                        struct rlhi_buf *user)
 {
-    struct rlhi_buf sys = RLHI_BUF_INIT, user = RLHI_BUF_INIT;
     size_t cut = j->max_chars ? j->max_chars : JUDGE_ANSWER_CHARS;
     int rc;
 
@@ -337,11 +365,57 @@ static int llm_score(struct rlhi_judge *j, const char *persona,
                       "(perfectly): correctness, and the user's preferred "
                       "expertise level, detail, tone and structure. Reply "
                       "with one JSON object only, no other text: "
-                      "{\"score\": <number>}.", &sys, &user);
-    if (!rc && rlhi_buf_addf(&user, "\nThe answer:\n%.*s\n\nRate it for "
+                      "{\"score\": <number>}.", sys, user);
+    if (!rc && rlhi_buf_addf(user, "\nThe answer:\n%.*s\n\nRate it for "
                              "this user.", (int)cut, answer))
         rc = rlhi_err(RLHI_ENOMEM, "cannot build a judge prompt");
+    return rc;
+}
+
+static int llm_score(struct rlhi_judge *j, const char *persona,
+                     const struct rlhi_chat_msg *prompt, size_t n,
+                     const char *answer, double *score)
+{
+    struct rlhi_buf sys = RLHI_BUF_INIT, user = RLHI_BUF_INIT;
+    int rc = score_prompt(j, persona, prompt, n, answer, &sys, &user);
+
     return judge_ask(j, rc, &sys, &user, score_check, score);
+}
+
+/* The answers of llm_score_many, for build_score. */
+struct score_set {
+    const char *persona;
+    const struct rlhi_chat_msg *prompt;
+    size_t n;
+    const char *const *answers;
+};
+
+static int build_score(struct rlhi_judge *j, const void *ctx, size_t i,
+                       struct rlhi_buf *sys, struct rlhi_buf *user)
+{
+    const struct score_set *q = ctx;
+
+    return score_prompt(j, q->persona, q->prompt, q->n, q->answers[i], sys,
+                        user);
+}
+
+/* Every answer's score asked at once (rlhi_ask.many). */
+static int llm_score_many(struct rlhi_judge *j, const char *persona,
+                          const struct rlhi_chat_msg *prompt, size_t n,
+                          const char *const *answers, size_t k,
+                          double *scores, int *rcs, char **errs)
+{
+    struct score_set q = {persona, prompt, n, answers};
+    void **args = rlhi_calloc(k + 1, sizeof *args);
+    int rc;
+
+    if (!args)
+        return rlhi_err(RLHI_ENOMEM, "cannot ask the judge");
+    for (size_t i = 0; i < k; i++)
+        args[i] = &scores[i];
+    rc = judge_many(j, k, build_score, &q, score_check, args, rcs, errs);
+    rlhi_free(args);
+    return rc;
 }
 
 void rlhi_judge_llm(struct rlhi_judge *j, struct rlhi_ask *ask)
@@ -350,6 +424,7 @@ void rlhi_judge_llm(struct rlhi_judge *j, struct rlhi_ask *ask)
     j->name = "llm";
     j->compare = llm_compare;
     j->compare_many = llm_compare_many;
+    j->score_many = llm_score_many;
     j->score = llm_score;
     j->ctx = ask;
 }

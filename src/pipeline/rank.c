@@ -44,17 +44,16 @@ static void reward_release(struct rlhi_judge *j)
     j->ctx = NULL;
 }
 
-static int reward_score(struct rlhi_judge *j, const char *persona,
-                        const struct rlhi_chat_msg *prompt, size_t n,
-                        const char *answer, double *score)
+/* Tokenizes {"messages": [system persona, conversation..., answer]}, as
+ * the reward trainer renders its pairs, into r->tk; the length to score
+ * (the start, as in training, when longer than the model's context). */
+static int reward_tokens(struct reward_judge *r, const char *persona,
+                         const struct rlhi_chat_msg *prompt, size_t n,
+                         const char *answer, int *len)
 {
-    struct reward_judge *r = j->ctx;
     json_t *root = json_object(), *msgs = json_array();
-    const int32_t *seq;
-    int rc = 0, len;
+    int rc = 0;
 
-    /* {"messages": [system persona, conversation..., answer]}, as the
-     * reward trainer renders its pairs. */
     if (!root || !msgs || json_object_set_new(root, "messages", msgs)) {
         json_decref(msgs);
         rc = RLHI_ENOMEM;
@@ -79,11 +78,68 @@ static int reward_score(struct rlhi_judge *j, const char *persona,
     json_decref(root);
     if (rc)
         return rc;
-    len = (int)r->tk.n;
-    if (len > r->rm->m->cfg.max_seq_len)
-        len = r->rm->m->cfg.max_seq_len; /* keep the start, as training */
+    *len = (int)r->tk.n;
+    if (*len > r->rm->m->cfg.max_seq_len)
+        *len = r->rm->m->cfg.max_seq_len;
+    return 0;
+}
+
+static int reward_score(struct rlhi_judge *j, const char *persona,
+                        const struct rlhi_chat_msg *prompt, size_t n,
+                        const char *answer, double *score)
+{
+    struct reward_judge *r = j->ctx;
+    const int32_t *seq;
+    int rc, len;
+
+    if ((rc = reward_tokens(r, persona, prompt, n, answer, &len)))
+        return rc;
     seq = r->tk.id;
     return rlhi_reward_score(r->rm, &seq, &len, 1, score);
+}
+
+/* All candidates in one rlhi_reward_score call: one forward state, up to
+ * 8 rows per pass. */
+static int reward_score_many(struct rlhi_judge *j, const char *persona,
+                             const struct rlhi_chat_msg *prompt, size_t n,
+                             const char *const *answers, size_t k,
+                             double *scores, int *rcs, char **errs)
+{
+    struct reward_judge *r = j->ctx;
+    int32_t **seqs = rlhi_calloc(k + 1, sizeof *seqs);
+    int *lens = rlhi_calloc(k + 1, sizeof *lens), rc = 0;
+
+    for (size_t i = 0; i < k; i++) {
+        rcs[i] = 0;
+        errs[i] = NULL;
+    }
+    if (!seqs || !lens)
+        rc = rlhi_err(RLHI_ENOMEM, "cannot score candidates");
+    for (size_t i = 0; i < k && !rc; i++) {
+        if ((rc = reward_tokens(r, persona, prompt, n, answers[i], &lens[i])))
+            break;
+        if (!(seqs[i] = rlhi_malloc((size_t)(lens[i] ? lens[i] : 1) *
+                                    sizeof **seqs)))
+            rc = rlhi_err(RLHI_ENOMEM, "cannot score candidates");
+        else
+            memcpy(seqs[i], r->tk.id, (size_t)lens[i] * sizeof **seqs);
+    }
+    if (!rc)
+        rc = rlhi_reward_score(r->rm, (const int32_t *const *)seqs, lens,
+                               (int)k, scores);
+    if (rc && rc != RLHI_ENOMEM) {
+        /* e.g. an empty rendering: every candidate lacks a score */
+        for (size_t i = 0; i < k; i++) {
+            rcs[i] = rc;
+            errs[i] = rlhi_strdup(rlhi_errmsg());
+        }
+        rc = 0;
+    }
+    for (size_t i = 0; seqs && i < k; i++)
+        rlhi_free(seqs[i]);
+    rlhi_free(seqs);
+    rlhi_free(lens);
+    return rc;
 }
 
 static int reward_compare(struct rlhi_judge *j, const char *persona,
@@ -113,6 +169,7 @@ int rlhi_judge_reward(struct rlhi_judge *j, const char *dir,
         return rlhi_err(RLHI_ENOMEM, "cannot load reward model '%s'", dir);
     j->name = "reward";
     j->score = reward_score;
+    j->score_many = reward_score_many;
     j->compare = reward_compare;
     j->release = reward_release;
     j->ctx = r;
@@ -180,8 +237,9 @@ static int rank_one(struct rlhi_store *s, struct rlhi_llm *policy,
     struct rlhi_llm_result r;
     struct rlhi_buf prompt = RLHI_BUF_INIT;
     char *persona = NULL, *raw = NULL, *best_t = NULL, *worst_t = NULL;
-    double best = 0, worst = 0;
-    int ibest = -1, iworst = -1, rc;
+    char **errs = NULL;
+    double best = 0, worst = 0, *scores = NULL;
+    int ibest = -1, iworst = -1, rc, *rcs = NULL;
 
     memset(&r, 0, sizeof r);
     if ((rc = rlhi__conv_load(s, c->conv, &cv)))
@@ -267,31 +325,55 @@ static int rank_one(struct rlhi_store *s, struct rlhi_llm *policy,
 
     /* Score each candidate for the persona; best versus worst. With
      * --redact the candidates are redacted in place first, since they go
-     * to the judge and into the pair. */
-    for (int i = 0; i < r.n_texts; i++) {
-        double sc;
-        char *t = r.texts[i];
+     * to the judge and into the pair. A judge that can scores them all at
+     * once (one reward-model pass, or concurrent LLM requests). */
+    for (int i = 0; i < r.n_texts && o->redact; i++) {
+        char *t = rlhi__dup_redacted(r.texts[i], true, &stats->redactions);
 
-        if (o->redact) {
-            if (!(t = rlhi__dup_redacted(r.texts[i], true,
-                                         &stats->redactions))) {
-                rc = RLHI_ENOMEM;
-                goto out;
-            }
-            rlhi_free(r.texts[i]);
-            r.texts[i] = t;
+        if (!t) {
+            rc = RLHI_ENOMEM;
+            goto out;
         }
-
-        rc = judge->score(judge, persona, pm + !!persona,
-                          (size_t)c->turn + 1, t, &sc);
-        if (rc == RLHI_EFORMAT || rc == RLHI_ENET) {
-            rlhi_warn("conversation '%s' turn %d candidate %d: %s", cv.hash,
-                      c->turn, i, rlhi_errmsg());
-            rc = 0;
-            continue;
-        }
+        rlhi_free(r.texts[i]);
+        r.texts[i] = t;
+    }
+    if (!(scores = rlhi_calloc((size_t)r.n_texts, sizeof *scores)) ||
+        !(rcs = rlhi_calloc((size_t)r.n_texts, sizeof *rcs)) ||
+        !(errs = rlhi_calloc((size_t)r.n_texts, sizeof *errs))) {
+        rc = RLHI_ENOMEM;
+        goto out;
+    }
+    if (judge->score_many) {
+        rc = judge->score_many(judge, persona, pm + !!persona,
+                               (size_t)c->turn + 1,
+                               (const char *const *)r.texts,
+                               (size_t)r.n_texts, scores, rcs, errs);
         if (rc)
             goto out;
+    } else {
+        for (int i = 0; i < r.n_texts; i++) {
+            rc = judge->score(judge, persona, pm + !!persona,
+                              (size_t)c->turn + 1, r.texts[i], &scores[i]);
+            if (rc == RLHI_EFORMAT || rc == RLHI_ENET) {
+                rcs[i] = rc;
+                if (!(errs[i] = rlhi_strdup(rlhi_errmsg()))) {
+                    rc = RLHI_ENOMEM;
+                    goto out;
+                }
+                rc = 0;
+            } else if (rc) {
+                goto out;
+            }
+        }
+    }
+    for (int i = 0; i < r.n_texts; i++) {
+        double sc = scores[i];
+
+        if (rcs[i]) {
+            rlhi_warn("conversation '%s' turn %d candidate %d: %s", cv.hash,
+                      c->turn, i, errs[i] ? errs[i] : "no score");
+            continue;
+        }
         if (ibest < 0 || sc > best) {
             best = sc;
             ibest = i;
@@ -344,6 +426,11 @@ out:
     rlhi_free(raw);
     rlhi_free(best_t);
     rlhi_free(worst_t);
+    for (int i = 0; errs && i < r.n_texts; i++)
+        rlhi_free(errs[i]);
+    rlhi_free(errs);
+    rlhi_free(scores);
+    rlhi_free(rcs);
     rlhi_buf_release(&prompt);
     rlhi_llm_result_release(&r);
     rlhi__conv_release(&cv);
