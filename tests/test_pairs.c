@@ -28,6 +28,25 @@ static struct rlhi_store *new_store(const char *name)
     return s;
 }
 
+/* A new store `name` holding the JSONL lines in `log` (ingested from a
+ * file beside it); NULL (with the reason on stderr) when that fails. */
+static struct rlhi_store *ingested(const char *name, const struct rlhi_buf *log)
+{
+    struct rlhi_store *s = new_store(name);
+    struct rlhi_ingest_stats is;
+    char path[300];
+    const char *p = path;
+
+    snprintf(path, sizeof path, "%s/%s.jsonl", tmpdir, name);
+    if (s && (rlhi_file_write_atomic(path, log->buf, log->len) ||
+              rlhi_ingest(s, &p, 1, NULL, &is))) {
+        fprintf(stderr, "cannot ingest '%s': %s\n", path, rlhi_errmsg());
+        rlhi_store_close(s);
+        s = NULL;
+    }
+    return s;
+}
+
 /* ---- case files --------------------------------------------------------- */
 
 #define MAXKEYS 16
@@ -622,11 +641,8 @@ static void test_persona_batches(void)
         struct batch_script bs = {0};
         struct rlhi_ask ask = {one_ask, &bs, 0, persona_batch};
         struct rlhi_persona_stats ps;
-        struct rlhi_ingest_stats is;
         struct rlhi_buf log = RLHI_BUF_INIT;
-        struct rlhi_store *r = new_store("llmpersona.db");
-        char path[256];
-        const char *p = path;
+        struct rlhi_store *r;
 
         /* users 0-9: one short message (one chunk); 10-19: three long
          * ones (three chunks + a merge at 300 characters); user 7 NOPE */
@@ -642,14 +658,11 @@ static void test_persona_batches(void)
                               "pad pad pad pad pad pad pad pad pad pad pad "
                               "pad pad pad pad pad pad pad pad pad pad pad "
                               "pad pad pad pad pad pad pad pad pad pad pad");
-        snprintf(path, sizeof path, "%s/personas.jsonl", tmpdir);
-        if (!r || rlhi_file_write_atomic(path, log.buf, log.len) ||
-            rlhi_ingest(r, &p, 1, NULL, &is)) {
-            CHECK(false);
-            rlhi_buf_release(&log);
-            rlhi_store_close(r);
+        r = ingested("llmpersona.db", &log);
+        rlhi_buf_release(&log);
+        CHECK(r != NULL);
+        if (!r)
             break;
-        }
         CHECK_OK(rlhi_llm_persona_run(r, &ask, "llm", false, 300, &ps));
         CHECK_INT_EQ(ps.users, 20);
         CHECK_INT_EQ(ps.made, 19);
@@ -668,7 +681,6 @@ static void test_persona_batches(void)
         CHECK_OK(rlhi_llm_persona_run(r, &ask, "llm", false, 300, &ps));
         CHECK_INT_EQ(ps.unchanged, 19);
         CHECK_INT_EQ(bs.asked, 1);
-        rlhi_buf_release(&log);
         rlhi_store_close(r);
     }
 }
@@ -744,11 +756,8 @@ static void test_llm_detector(void)
         struct batch_script bs = {0};
         struct rlhi_ask ask = {one_ask, &bs, 0, batch_ask};
         struct rlhi_feedback_stats fs;
-        struct rlhi_ingest_stats is;
         struct rlhi_buf log = RLHI_BUF_INIT;
-        struct rlhi_store *r = new_store("llmbatch.db");
-        char path[256];
-        const char *p = path;
+        struct rlhi_store *r;
 
         /* 70 conversations, one follow-up each: 3 batches (32, 32, 6);
          * turns 5, 15, ... say BAD; turn 40 says WORSE */
@@ -760,14 +769,11 @@ static void test_llm_detector(void)
                           "{\"role\": \"user\", \"content\": \"reply %d "
                           "%s\"}]}\n", i, i, i, i,
                           i == 40 ? "WORSE" : i % 10 == 5 ? "BAD" : "ok");
-        snprintf(path, sizeof path, "%s/batch.jsonl", tmpdir);
-        if (!r || rlhi_file_write_atomic(path, log.buf, log.len) ||
-            rlhi_ingest(r, &p, 1, NULL, &is)) {
-            CHECK(false);
-            rlhi_buf_release(&log);
-            rlhi_store_close(r);
+        r = ingested("llmbatch.db", &log);
+        rlhi_buf_release(&log);
+        CHECK(r != NULL);
+        if (!r)
             break;
-        }
         CHECK_OK(rlhi_llm_feedback_run(r, &ask, "llm", false, &fs));
         CHECK_INT_EQ(bs.batches, 3 + 3); /* each batch had retries */
         CHECK_INT_EQ((long long)bs.largest, 32);
@@ -785,7 +791,6 @@ static void test_llm_detector(void)
         CHECK_OK(rlhi_llm_feedback_run(r, &ask, "llm", false, &fs));
         CHECK_INT_EQ(bs.asked, 1);
         CHECK_INT_EQ(fs.turns, 0);
-        rlhi_buf_release(&log);
         rlhi_store_close(r);
     }
 

@@ -253,7 +253,8 @@ static int llm_compare(struct rlhi_judge *j, const char *persona,
 }
 
 /* Asks k judge questions as one batch (rlhi_ask.many): build(i) makes
- * question i's prompts, check reads its verdict into args[i]. Per
+ * question i's prompts, check reads its verdict into element i of `out`
+ * (elements of `size` bytes). Per
  * question rcs[i] and errs[i] as rlhi_judge.compare_many's; a failure of
  * the whole batch (the network) is every question's failure. 0 or
  * RLHI_ENOMEM. */
@@ -262,9 +263,10 @@ static int judge_many(struct rlhi_judge *j, size_t k,
                                    size_t i, struct rlhi_buf *sys,
                                    struct rlhi_buf *user),
                       const void *ctx, int (*check)(void *, void *),
-                      void *const *args, int *rcs, char **errs)
+                      void *out, size_t size, int *rcs, char **errs)
 {
     struct rlhi_buf *bufs = rlhi_calloc(2 * k + 1, sizeof *bufs);
+    void **args = rlhi_calloc(k + 1, sizeof *args);
     struct rlhi_chat_msg *m = rlhi_calloc(2 * k + 1, sizeof *m);
     const struct rlhi_chat_msg **msgs = rlhi_calloc(k + 1, sizeof *msgs);
     size_t *counts = rlhi_calloc(k + 1, sizeof *counts);
@@ -275,11 +277,12 @@ static int judge_many(struct rlhi_judge *j, size_t k,
         rcs[i] = 0;
         errs[i] = NULL;
     }
-    if (!bufs || !m || !msgs || !counts || !verdicts) {
+    if (!bufs || !args || !m || !msgs || !counts || !verdicts) {
         rc = rlhi_err(RLHI_ENOMEM, "cannot ask the judge");
         goto out;
     }
     for (size_t i = 0; i < k && !rc; i++) {
+        args[i] = (char *)out + i * size;
         rc = build(j, ctx, i, &bufs[2 * i], &bufs[2 * i + 1]);
         m[2 * i].role = "system";
         m[2 * i].content = bufs[2 * i].buf;
@@ -290,8 +293,8 @@ static int judge_many(struct rlhi_judge *j, size_t k,
     }
     if (rc)
         goto out;
-    rc = rlhi__ask_json_many(j->ctx, msgs, counts, k, check, args, verdicts,
-                             rcs, errs);
+    rc = rlhi__ask_json_many(j->ctx, msgs, counts, k, check,
+                             (void *const *)args, verdicts, rcs, errs);
     if (rc && rc != RLHI_ENOMEM) {
         for (size_t i = 0; i < k; i++) {
             rcs[i] = rc;
@@ -305,6 +308,7 @@ out:
     for (size_t i = 0; bufs && i < 2 * k; i++)
         rlhi_buf_release(&bufs[i]);
     rlhi_free(bufs);
+    rlhi_free(args);
     rlhi_free(m);
     rlhi_free(msgs);
     rlhi_free(counts);
@@ -325,16 +329,8 @@ static int llm_compare_many(struct rlhi_judge *j,
                             const struct rlhi_judge_cmp *c, size_t n,
                             int *prefs, int *rcs, char **errs)
 {
-    void **args = rlhi_calloc(n + 1, sizeof *args);
-    int rc;
-
-    if (!args)
-        return rlhi_err(RLHI_ENOMEM, "cannot ask the judge");
-    for (size_t i = 0; i < n; i++)
-        args[i] = &prefs[i];
-    rc = judge_many(j, n, build_compare, c, winner_check, args, rcs, errs);
-    rlhi_free(args);
-    return rc;
+    return judge_many(j, n, build_compare, c, winner_check, prefs,
+                      sizeof *prefs, rcs, errs);
 }
 
 static int score_check(void *obj, void *arg)
@@ -406,16 +402,9 @@ static int llm_score_many(struct rlhi_judge *j, const char *persona,
                           double *scores, int *rcs, char **errs)
 {
     struct score_set q = {persona, prompt, n, answers};
-    void **args = rlhi_calloc(k + 1, sizeof *args);
-    int rc;
 
-    if (!args)
-        return rlhi_err(RLHI_ENOMEM, "cannot ask the judge");
-    for (size_t i = 0; i < k; i++)
-        args[i] = &scores[i];
-    rc = judge_many(j, k, build_score, &q, score_check, args, rcs, errs);
-    rlhi_free(args);
-    return rc;
+    return judge_many(j, k, build_score, &q, score_check, scores,
+                      sizeof *scores, rcs, errs);
 }
 
 void rlhi_judge_llm(struct rlhi_judge *j, struct rlhi_ask *ask)
