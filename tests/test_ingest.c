@@ -592,6 +592,54 @@ int main(int argc, char **argv)
         rlhi_store_close(s);
     }
 
+    TEST("a store from before user-scoped ids keeps its ids") {
+        static const char two[] =
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
+            "\"user\": \"bob\"}\n"
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
+            "\"user\": \"carol\"}\n";
+        const char *roles[] = {"user"}, *contents[] = {"hi"};
+        struct rlhi_store *s = NULL;
+        const char *p = tmp("two.jsonl");
+        char old[65], *v = NULL;
+
+        CHECK_OK(rlhi_file_write_atomic(p, two, strlen(two)));
+        unlink(tmp("old.db"));
+        CHECK_OK(rlhi_store_open(&s, tmp("old.db")));
+        if (!s)
+            break;
+        CHECK_INT_EQ(rlhi_store_meta_get(s, "conversation_ids", &v), 1);
+        CHECK_STR_EQ(v, "user+messages");
+        rlhi_free(v);
+        /* as an older rlhi left it: one conversation, no such key */
+        CHECK_OK(rlhi_ingest_messages_hash(roles, contents, 1, old));
+        CHECK_OK(rlhi_store_exec(s, "DELETE FROM meta WHERE key = "
+                                 "'conversation_ids'; INSERT INTO users(key) "
+                                 "VALUES ('bob')"));
+        {
+            char sql[300];
+
+            snprintf(sql, sizeof sql, "INSERT INTO conversations(hash, "
+                     "user_id, turn_count, n_messages) VALUES ('%s', 1, 1, "
+                     "1); INSERT INTO messages VALUES (1, 0, 'user', 'hi', "
+                     "NULL, NULL)", old);
+            CHECK_OK(rlhi_store_exec(s, sql));
+        }
+        rlhi_store_close(s);
+        s = NULL;
+        CHECK_OK(rlhi_store_open(&s, tmp("old.db")));
+        if (!s)
+            break;
+        CHECK_INT_EQ(rlhi_store_meta_get(s, "conversation_ids", &v), 1);
+        CHECK_STR_EQ(v, "messages");
+        rlhi_free(v);
+        /* both lines are the stored conversation again */
+        CHECK_OK(rlhi_ingest(s, &p, 1, NULL, &st));
+        CHECK_INT_EQ(st.inserted, 0);
+        CHECK_INT_EQ(st.duplicates, 2);
+        rlhi_store_close(s);
+    }
+
     TEST("a new store has 16 KiB pages; bulk mode ends in WAL + NORMAL") {
         struct rlhi_store *s = NULL;
         sqlite3_stmt *q = NULL;

@@ -101,6 +101,9 @@ int rlhi_store_mark_set(struct rlhi_store *s, const char *stage,
 int rlhi_store_mark_del(struct rlhi_store *s, const char *stage,
                         const char *key);
 
+/* meta(key) as for rlhi_store_mark_get: 1 and a new string, or 0. */
+int rlhi_store_meta_get(struct rlhi_store *s, const char *key, char **value);
+
 /* Number of rows in `table` (one of the store's tables), or a negative
  * code. */
 int64_t rlhi_store_count(struct rlhi_store *s, const char *table);

@@ -65,6 +65,7 @@ struct conv {
 /* One line of a group: its text, what parsing and checking made of it. */
 struct rec {
     struct conv c;
+    bool ids_with_user; /* the store's meta('conversation_ids') */
     char err[512];    /* what is wrong, when status is RLHI_EFORMAT */
     int status;       /* 0, RLHI_EFORMAT, or another negative code */
     size_t off, len;  /* the line in the group's text */
@@ -107,6 +108,7 @@ struct group {
     uint64_t raw_bytes;    /* bytes of the file read so far, for progress */
     struct arena arena;    /* the parsed trees */
     bool ready;            /* read and parsed, not yet stored */
+    bool ids_with_user;    /* the store's meta('conversation_ids') */
 };
 
 struct ingest {
@@ -661,7 +663,7 @@ static int check_record(struct rec *g, json_t *rec)
         for (i = 0; i < c->n; i++)
             c->turns += !strcmp(c->m[i].role, "user");
     }
-    named = c->user != NULL;
+    named = c->user != NULL && g->ids_with_user;
     if (!c->user)
         c->user = "unknown";
     if (!c->hash && (rc = conv_hash(c, named)))
@@ -1358,6 +1360,7 @@ static void read_group(struct rlhi_jsonl *r, struct group *gr)
         if ((rrc = rlhi_jsonl_next_line(r, &line, &len)) <= 0)
             break;
         x->off = gr->text.len;
+        x->ids_with_user = gr->ids_with_user;
         x->len = len;
         x->line_no = rlhi_jsonl_line_no(r);
         x->end_off = rlhi_jsonl_end_offset(r);
@@ -1721,6 +1724,15 @@ int rlhi_ingest(struct rlhi_store *s, const char *const *paths, int npaths,
                                  "VALUES (?, ?, ?, ?, ?, ?)")))
         goto out;
 
+    {
+        char *v = NULL;
+
+        if ((rc = rlhi_store_meta_get(s, "conversation_ids", &v)) < 0)
+            goto out;
+        g.grp[0].ids_with_user = g.grp[1].ids_with_user =
+            !v || strcmp(v, "messages");
+        rlhi_free(v);
+    }
     if ((rc = rlhi_store_bulk_begin(s)))
         goto out;
     bulk = true;

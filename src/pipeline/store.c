@@ -225,9 +225,17 @@ int rlhi_store_open(struct rlhi_store **out, const char *path)
                       v, RLHI_STORE_SCHEMA_VERSION);
         goto fail;
     }
+    /* conversation_ids: how ingest names a conversation without an id
+     * (rlhi_ingest_conversation_id). A store that already holds
+     * conversations from before the user was part of the id keeps the
+     * old way, so that ingesting the same logs again adds nothing. */
     if ((rc = rlhi_store_exec(s, schema_v1)) ||
         (rc = rlhi_store_exec(s, "INSERT OR IGNORE INTO meta VALUES "
                                  "('schema_version', '1')")) ||
+        (rc = rlhi_store_exec(s, "INSERT OR IGNORE INTO meta SELECT "
+                                 "'conversation_ids', CASE WHEN EXISTS "
+                                 "(SELECT 1 FROM conversations) THEN "
+                                 "'messages' ELSE 'user+messages' END")) ||
         (rc = rlhi_store_exec(s, "COMMIT"))) {
         rlhi_store_rollback(s);
         goto fail;
@@ -379,29 +387,44 @@ int rlhi_store_run_finish(struct rlhi_store *s, int64_t run_id,
     return rc;
 }
 
-int rlhi_store_mark_get(struct rlhi_store *s, const char *stage,
-                        const char *key, char **value)
+/* The text of the one-row query `sql` with parameters a (and b when not
+ * NULL): 1 with a new string in *value, 0 when there is no row. */
+static int get_text(struct rlhi_store *s, const char *sql, const char *a,
+                    const char *b, char **value)
 {
     sqlite3_stmt *st;
-    int rc = rlhi_store_prepare(s, &st, "SELECT value FROM progress WHERE "
-                                "stage = ? AND key = ?");
+    int rc = rlhi_store_prepare(s, &st, sql);
 
     *value = NULL;
     if (rc)
         return rc;
-    sqlite3_bind_text(st, 1, stage, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
+    if (b)
+        sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         *value = rlhi_strdup((const char *)sqlite3_column_text(st, 0));
-        rc = *value ? 1 : rlhi_err(RLHI_ENOMEM, "cannot read a marker");
+        rc = *value ? 1 : rlhi_err(RLHI_ENOMEM, "cannot read the store");
     } else if (rc == SQLITE_DONE) {
         rc = 0;
     } else {
-        rc = rlhi_store_err(s, "cannot read a resume marker");
+        rc = rlhi_store_err(s, "cannot read the store");
     }
     sqlite3_finalize(st);
     return rc;
+}
+
+int rlhi_store_mark_get(struct rlhi_store *s, const char *stage,
+                        const char *key, char **value)
+{
+    return get_text(s, "SELECT value FROM progress WHERE stage = ? AND "
+                    "key = ?", stage, key, value);
+}
+
+int rlhi_store_meta_get(struct rlhi_store *s, const char *key, char **value)
+{
+    return get_text(s, "SELECT value FROM meta WHERE key = ?", key, NULL,
+                    value);
 }
 
 int rlhi_store_mark_set(struct rlhi_store *s, const char *stage,
