@@ -91,6 +91,10 @@ enum {
     C_TURNS, C_MESSAGES, C_BYTES, C_N
 };
 
+/* Messages inserted by one statement: fewer statement runs per
+ * conversation (most have 2-12 messages). */
+#define MSG_ROWS 8
+
 struct chunk;
 struct arena {
     struct chunk *head;
@@ -114,7 +118,9 @@ struct group {
 struct ingest {
     struct rlhi_store *s;
     const struct rlhi_ingest_opts *o;
-    sqlite3_stmt *user_get, *user_put, *conv_put, *msg_put;
+    sqlite3_stmt *user_get, *user_put, *conv_put;
+    /* msg_put[k]: an INSERT of k + 1 messages (MSG_ROWS at most) */
+    sqlite3_stmt *msg_put[MSG_ROWS];
     /* the file being read and the reading thread (see read_group) */
     struct rlhi_jsonl *r;
     struct group grp[2];
@@ -740,6 +746,29 @@ static void bind_opt(sqlite3_stmt *st, int i, const char *s)
         sqlite3_bind_null(st, i);
 }
 
+/* The statement that inserts k messages, prepared on first use. */
+static int msg_stmt(struct ingest *g, size_t k, sqlite3_stmt **st)
+{
+    struct rlhi_buf sql = RLHI_BUF_INIT;
+    int rc = 0;
+
+    if ((*st = g->msg_put[k - 1]))
+        return 0;
+    rc |= rlhi_buf_adds(&sql, "INSERT OR IGNORE INTO messages("
+                        "conversation_id, idx, role, content, timestamp, "
+                        "turn_identifier) VALUES ");
+    for (size_t r = 0; r < k; r++)
+        rc |= rlhi_buf_adds(&sql, r ? ", (?, ?, ?, ?, ?, ?)"
+                                    : "(?, ?, ?, ?, ?, ?)");
+    if (rc)
+        rc = rlhi_err(RLHI_ENOMEM, "cannot store messages");
+    else
+        rc = rlhi_store_prepare(g->s, &g->msg_put[k - 1], sql.buf);
+    rlhi_buf_release(&sql);
+    *st = g->msg_put[k - 1];
+    return rc;
+}
+
 /* Stores c. Returns C_INSERTED, C_DUP or a negative code. */
 static int store_conv(struct ingest *g, struct conv *c, const char *source,
                       uint64_t line)
@@ -770,21 +799,27 @@ static int store_conv(struct ingest *g, struct conv *c, const char *source,
         return C_DUP;
     cid = sqlite3_last_insert_rowid(db);
 
-    st = g->msg_put;
-    for (i = 0; i < c->n; i++) {
-        struct msg *m = &c->m[i];
+    for (i = 0; i < c->n;) {
+        size_t k = c->n - i < MSG_ROWS ? c->n - i : MSG_ROWS;
 
+        if ((rc = msg_stmt(g, k, &st)))
+            return rc;
         sqlite3_reset(st);
-        sqlite3_bind_int64(st, 1, cid);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
-        sqlite3_bind_text(st, 3, m->role, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, m->content, (int)m->content_len,
-                          SQLITE_STATIC);
-        bind_opt(st, 5, m->ts);
-        if (m->has_tid)
-            sqlite3_bind_int64(st, 6, m->tid);
-        else
-            sqlite3_bind_null(st, 6);
+        for (size_t r = 0; r < k; r++, i++) {
+            struct msg *m = &c->m[i];
+            int b = (int)(6 * r);
+
+            sqlite3_bind_int64(st, b + 1, cid);
+            sqlite3_bind_int64(st, b + 2, (sqlite3_int64)i);
+            sqlite3_bind_text(st, b + 3, m->role, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, b + 4, m->content, (int)m->content_len,
+                              SQLITE_STATIC);
+            bind_opt(st, b + 5, m->ts);
+            if (m->has_tid)
+                sqlite3_bind_int64(st, b + 6, m->tid);
+            else
+                sqlite3_bind_null(st, b + 6);
+        }
         if (sqlite3_step(st) != SQLITE_DONE)
             return rlhi_store_err(g->s, "cannot store a message");
     }
@@ -1718,10 +1753,7 @@ int rlhi_ingest(struct rlhi_store *s, const char *const *paths, int npaths,
                                  "turn_count, n_messages, source, "
                                  "source_line) VALUES (?, ?, ?, ?, ?, ?, ?, "
                                  "?, ?, ?, ?)")) ||
-        (rc = rlhi_store_prepare(s, &g.msg_put, "INSERT OR IGNORE INTO "
-                                 "messages(conversation_id, idx, role, "
-                                 "content, timestamp, turn_identifier) "
-                                 "VALUES (?, ?, ?, ?, ?, ?)")))
+        (rc = msg_stmt(&g, 1, &g.msg_put[0])))
         goto out;
 
     {
@@ -1757,7 +1789,8 @@ out:
     sqlite3_finalize(g.user_get);
     sqlite3_finalize(g.user_put);
     sqlite3_finalize(g.conv_put);
-    sqlite3_finalize(g.msg_put);
+    for (i = 0; i < MSG_ROWS; i++)
+        sqlite3_finalize(g.msg_put[i]);
     if (checks_off)
         sqlite3_exec(rlhi_store_db(s), "PRAGMA ignore_check_constraints=OFF",
                      NULL, NULL, NULL);
