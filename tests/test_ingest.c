@@ -523,12 +523,15 @@ int main(int argc, char **argv)
             execl(argv[0], argv[0], "--child-ingest", db, log, (char *)NULL);
             _exit(127);
         }
-        for (int i = 0; i < 20000; i++) {
-            if (stat(journal, &fs) == 0)
-                hot = true;
-            if (hot && stat(db, &fs) == 0 && fs.st_size > (128 << 10))
+        /* Kill inside a transaction (its journal exists) once some
+         * batches are in the file. */
+        for (int i = 0; i < 200000; i++) {
+            bool in_txn = stat(journal, &fs) == 0;
+
+            hot |= in_txn;
+            if (in_txn && stat(db, &fs) == 0 && fs.st_size > (128 << 10))
                 break;
-            usleep(200);
+            usleep(20);
         }
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);
