@@ -1,4 +1,5 @@
-/* rlhi ingest: chat logs (WildChat or plain chat JSONL) into the store.
+/* rlhi ingest: chat logs (WildChat, plain chat or ShareGPT JSONL) into the
+ * store.
  *
  * Malformed lines are reported as "rlhi: warning: FILE:LINE: what", counted
  * and skipped; the summary line says how many, and the exit status is then
@@ -15,8 +16,9 @@ static const char usage[] =
     "                   [--drop_redacted] [--min_conversations_per_user N]\n"
     "                   [--max_turns N] [--force]\n"
     "\n"
-    "Loads WildChat JSONL (conversation_hash, hashed_ip, conversation[...])\n"
-    "or plain chat JSONL ({\"messages\": [...], \"user\": ...}) into the\n"
+    "Loads WildChat JSONL (conversation_hash, hashed_ip, conversation[...]),\n"
+    "plain chat JSONL ({\"messages\": [...], \"user\": ...}) or ShareGPT\n"
+    "JSONL ({\"id\", \"conversations\": [{\"from\", \"value\"}...]}) into the\n"
     "SQLite store DB. FILE may be plain, gzip or zstd; \"-\" reads stdin.\n"
     "Conversations already stored are skipped; an interrupted run resumes\n"
     "where it stopped. Malformed lines are reported and counted (exit 3).";

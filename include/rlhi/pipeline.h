@@ -57,9 +57,10 @@ struct rlhi_ingest_stats {
     double seconds;
 };
 
-/* Loads WildChat JSONL (or plain {"messages": [...]} chat JSONL; plain,
- * gzip or zstd; "-" for stdin) into the store. Conversations already
- * stored (same conversation_hash, or the same messages when there is no
+/* Loads WildChat JSONL, plain {"messages": [...]} chat JSONL or ShareGPT
+ * {"conversations": [{"from", "value"}]} JSONL (plain, gzip or zstd; "-"
+ * for stdin) into the store. Conversations already stored (same
+ * conversation_hash or id, or the same user and messages when there is no
  * id) are counted as duplicates and left alone. Malformed lines and
  * records are logged at WARN as "FILE:LINE: what" and counted in
  * stats->malformed. Returns 0 (check stats->malformed) or a negative code

@@ -427,6 +427,41 @@ static int get_content(struct rec *g, json_t *e, size_t i,
     return m->own ? 0 : rlhi_err(RLHI_ENOMEM, "cannot join content parts");
 }
 
+/* A ShareGPT message {"from", "value"}: "human" (or "user") is the user;
+ * "gpt", "chatgpt", "bard", "bing", "model" (or "assistant") the
+ * assistant; "system" the system prompt. */
+static int sharegpt_message(struct rec *g, json_t *e, json_t *from, size_t i,
+                            const char *list, struct msg *m)
+{
+    static const char *const who[][2] = {
+        {"human", "user"}, {"user", "user"}, {"gpt", "assistant"},
+        {"chatgpt", "assistant"}, {"bard", "assistant"},
+        {"bing", "assistant"}, {"model", "assistant"},
+        {"assistant", "assistant"}, {"system", "system"},
+    };
+    json_t *v = json_object_get(e, "value");
+    const char *f;
+
+    if (!json_is_string(from))
+        return bad(g, "%s[%zu]: 'from' is %s, expected a string", list, i,
+                   type_name(from));
+    f = json_string_value(from);
+    for (size_t k = 0; k < sizeof who / sizeof who[0]; k++)
+        if (!strcasecmp(f, who[k][0]))
+            m->role = who[k][1];
+    if (!m->role)
+        return bad(g, "%s[%zu]: unknown 'from' '%.40s' (expected human, gpt "
+                   "or system)", list, i, f);
+    if (!v)
+        return bad(g, "%s[%zu]: missing 'value'", list, i);
+    if (!json_is_string(v))
+        return bad(g, "%s[%zu]: 'value' is %s, expected a string", list, i,
+                   type_name(v));
+    m->content = json_string_value(v);
+    m->content_len = json_string_length(v);
+    return 0;
+}
+
 static void conv_reset(struct conv *c)
 {
     for (size_t i = 0; i < c->n; i++)
@@ -557,8 +592,14 @@ static int check_record(struct rec *g, json_t *rec)
         arr = json_object_get(rec, "messages");
         list = "messages";
     }
+    if (!arr) {
+        /* ShareGPT: {"conversations": [{"from": "human", "value": ..}]} */
+        arr = json_object_get(rec, "conversations");
+        list = "conversations";
+    }
     if (!arr)
-        return bad(g, "missing 'conversation' (or 'messages')");
+        return bad(g, "missing 'conversation' (or 'messages', or "
+                   "'conversations')");
     if (!json_is_array(arr))
         return bad(g, "'%s' is %s, expected an array", list,
                    type_name(arr));
@@ -631,17 +672,22 @@ static int check_record(struct rec *g, json_t *rec)
             return bad(g, "%s[%zu] is %s, expected an object", list, i,
                        type_name(e));
         r = json_object_get(e, "role");
-        if (!r)
-            return bad(g, "%s[%zu]: missing 'role'", list, i);
-        if (!json_is_string(r))
-            return bad(g, "%s[%zu]: 'role' is %s, expected a string", list,
-                       i, type_name(r));
-        m->role = json_string_value(r);
-        if (!is_role(m->role))
-            return bad(g, "%s[%zu]: unknown role '%.40s' (expected user, "
-                       "assistant or system)", list, i, m->role);
-        if ((rc = get_content(g, e, i, list, m)))
-            return rc;
+        if (!r && (r = json_object_get(e, "from"))) {
+            if ((rc = sharegpt_message(g, e, r, i, list, m)))
+                return rc;
+        } else {
+            if (!r)
+                return bad(g, "%s[%zu]: missing 'role'", list, i);
+            if (!json_is_string(r))
+                return bad(g, "%s[%zu]: 'role' is %s, expected a string",
+                           list, i, type_name(r));
+            m->role = json_string_value(r);
+            if (!is_role(m->role))
+                return bad(g, "%s[%zu]: unknown role '%.40s' (expected "
+                           "user, assistant or system)", list, i, m->role);
+            if ((rc = get_content(g, e, i, list, m)))
+                return rc;
+        }
         snprintf(where, sizeof where, "%s[%zu]: ", list, i);
         if ((rc = opt_time(g, e, where, &m->ts, m->ts_buf)) ||
             (rc = opt_bool(g, e, "toxic", where, &m->toxic)))
@@ -922,13 +968,14 @@ struct fp {
 #define FP_MAX_DEPTH 256
 
 static const char *const top_keys[] = {
-    "conversation", "messages", "conversation_hash", "conversation_id",
+    "conversation", "messages", "conversations", "conversation_hash",
+    "conversation_id",
     "id", "model", "language", "timestamp", "toxic", "redacted",
     "hashed_ip", "user", "turn", NULL,
 };
 static const char *const msg_keys[] = {
     "role", "content", "timestamp", "turn_identifier", "toxic",
-    "hashed_ip", NULL,
+    "hashed_ip", "from", "value", NULL,
 };
 
 static void fp_ws(struct fp *f)
@@ -1180,7 +1227,8 @@ static bool fp_object(struct fp *f, json_t **out, const char *const *keep,
         if (!fp_value(f, want ? &v : NULL,
                       want && keep == top_keys &&
                               (!strcmp(key, "conversation") ||
-                               !strcmp(key, "messages")) ? child_keep
+                               !strcmp(key, "messages") ||
+                               !strcmp(key, "conversations")) ? child_keep
                                                          : NULL))
             return false;
         if (want && json_object_set_new_nocheck(o, key, v))
