@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "rlhi/store.h"
 #include "rlhi/tokenizer.h"
 
 static const struct cli_opt *find(const struct cli_opt *opts, const char *n,
@@ -262,6 +263,21 @@ int cli_load_tokenizer(const char *path, struct rlhi_tokenizer **tok,
     if (*dir && !rlhi_path_is_dir(*dir))
         memmove(*dir, dirname(*dir), strlen(dirname(*dir)) + 1);
     return 0;
+}
+
+int cli_open_store(const char *db, struct rlhi_store **s)
+{
+    int rc;
+
+    *s = NULL;
+    if (!rlhi_path_exists(db)) {
+        fprintf(stderr, "rlhi: error: no store '%s'\nhint: 'rlhi ingest "
+                        "LOGS --db %s' makes one\n", db, db);
+        return EXIT_RUNTIME;
+    }
+    if ((rc = rlhi_store_open(s, db)))
+        return cli_fail(rc, NULL);
+    return EXIT_OK;
 }
 
 static void log_to_stderr(enum rlhi_log_level level, const char *msg,

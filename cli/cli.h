@@ -69,6 +69,13 @@ struct rlhi_tokenizer;
 int cli_load_tokenizer(const char *path, struct rlhi_tokenizer **tok,
                        char **dir);
 
+struct rlhi_store;
+
+/* Opens the existing store `db` (stages other than ingest must not make an
+ * empty one from a typo). 0, or an exit status after printing the error
+ * (with a hint when there is no such file). */
+int cli_open_store(const char *db, struct rlhi_store **s);
+
 /* Installs the stderr log hook ("rlhi: <level>: <message>") and, on a
  * terminal, a progress bar. Called once by main. */
 void cli_setup_logging(void);
@@ -79,6 +86,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 int bench_ingest(int argc, char **argv);
 int bench_feedback(int argc, char **argv);
 int cmd_serve(int argc, char **argv);

@@ -46,12 +46,8 @@ int cmd_export(int argc, char **argv)
                         "hint: see 'rlhi export --help'\n");
         return EXIT_USAGE;
     }
-    if (!rlhi_path_exists(db)) {
-        fprintf(stderr, "rlhi: error: no store '%s'\n", db);
-        return EXIT_RUNTIME;
-    }
-    if ((rc = rlhi_store_open(&s, db)))
-        return cli_fail(rc, NULL);
+    if ((rc = cli_open_store(db, &s)))
+        return rc;
     if (!strcmp(pos[0], "feedback")) {
         struct rlhi_feedback_stats st;
 

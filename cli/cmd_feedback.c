@@ -57,9 +57,7 @@ int cli_stage_open(int argc, char **argv, const struct cli_opt *opts,
                         "hint: see 'rlhi %s --help'\n", name);
         return EXIT_USAGE;
     }
-    if ((rc = rlhi_store_open(s, *db))) /* leaves *s NULL */
-        return cli_fail(rc, NULL);
-    return EXIT_OK;
+    return cli_open_store(*db, s); /* leaves *s NULL on failure */
 }
 
 int cmd_feedback(int argc, char **argv)

@@ -338,12 +338,8 @@ int cmd_pairs_export(int argc, char **argv)
                         "rewrite, regenerate or rank\n", source);
         return EXIT_USAGE;
     }
-    if (!rlhi_path_exists(db)) {
-        fprintf(stderr, "rlhi: error: no store '%s'\n", db);
-        return EXIT_RUNTIME;
-    }
-    if ((rc = rlhi_store_open(&s, db)))
-        return cli_fail(rc, NULL);
+    if ((rc = cli_open_store(db, &s)))
+        return rc;
     rc = rlhi_pairs_export(s, source, dropped, stdout, &n);
     rlhi_store_close(s);
     if (!rc && fflush(stdout)) {
@@ -425,12 +421,8 @@ int cmd_llm_stage(int argc, char **argv)
         fprintf(stderr, "rlhi: error: --db is required\n");
         return EXIT_USAGE;
     }
-    if (!rlhi_path_exists(p.db)) {
-        fprintf(stderr, "rlhi: error: no store '%s'\n", p.db);
-        return EXIT_RUNTIME;
-    }
-    if ((rc = rlhi_store_open(&s, p.db)))
-        return cli_fail(rc, NULL);
+    if ((rc = cli_open_store(p.db, &s)))
+        return rc;
     if ((rc = open_llm(&p, p.backend, &l))) {
         rlhi_store_close(s);
         return rc;

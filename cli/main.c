@@ -15,13 +15,17 @@ static const struct command commands[] = {
     {"tokenize", cmd_tokenize, "text to token ids and back (JSONL)"},
     {"tokenizer", cmd_tokenizer, "train a byte-level BPE tokenizer"},
     {"score", cmd_score, "log-probabilities of given text under a model"},
-    {"bench", cmd_bench, "benchmarks: generate"},
+    {"bench", cmd_bench, "benchmarks: generate, train, dpo, ingest, feedback, "
+                         "serve"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server"},
     {"sim", cmd_sim, "the simulated chat world (users, judge, corpus)"},
-    {"ingest", cmd_ingest, "load chat logs (WildChat JSONL) into a store"},
+    {"ingest", cmd_ingest, "load chat logs (WildChat, chat, ShareGPT JSONL) "
+                           "into a store"},
+    {"status", cmd_status, "what a store holds and which stages ran"},
     {"feedback", cmd_feedback, "label follow-up turns (feedback detection)"},
     {"persona", cmd_persona, "derive per-user personas from their history"},
-    {"export", cmd_export, "store contents as JSONL (feedback, personas)"},
+    {"export", cmd_export, "store contents as JSONL (feedback, personas, "
+                           "pairs)"},
     {"pairs", cmd_pairs, "preference pairs: rewrite, rank, filter, export"},
     {"sft", cmd_sft, "supervised fine-tuning on chat JSONL"},
     {"eval", cmd_eval, "evaluation: simulated judge, reasoning sets, LLM judge"},

@@ -832,6 +832,26 @@ int main(int argc, char **argv)
         snprintf(cmd, sizeof cmd, "%s ingest --db '%s' 2>/dev/null", bin,
                  tmp("cli.db"));
         CHECK_INT_EQ(WEXITSTATUS(system(cmd)), 2);
+
+        /* status reads the store back; stages refuse a missing store
+         * instead of making an empty one */
+        snprintf(cmd, sizeof cmd, "%s status --db '%s' >'%s' 2>&1", bin,
+                 tmp("cli.db"), tmp("cli.out"));
+        CHECK_INT_EQ(WEXITSTATUS(system(cmd)), 0);
+        if (rlhi_file_read(tmp("cli.out"), &out, &len) == 0) {
+            CHECK_MSG(strstr(out, "conversations  5000 (20000 messages)") &&
+                      strstr(out, "\"inserted\": 5000"), "%s", out);
+            rlhi_free(out);
+        }
+        snprintf(cmd, sizeof cmd, "%s feedback --db '%s' >'%s' 2>&1", bin,
+                 tmp("typo.db"), tmp("cli.out"));
+        CHECK_INT_EQ(WEXITSTATUS(system(cmd)), 1);
+        CHECK(!rlhi_path_exists(tmp("typo.db")));
+        if (rlhi_file_read(tmp("cli.out"), &out, &len) == 0) {
+            CHECK_MSG(strstr(out, "rlhi: error: no store") != NULL, "%s",
+                      out);
+            rlhi_free(out);
+        }
     }
 
     snprintf(path, sizeof path, "rm -rf '%s'", dir);
