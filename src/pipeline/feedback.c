@@ -96,6 +96,7 @@ enum {
     P_NEW_HEAD,   /* opens a fresh task */
     P_POSITIVE,   /* thanks or praise at the start */
     P_ACK,        /* the whole turn is an acknowledgement or greeting */
+    P_DEFER,      /* the whole turn puts off answering ("let me think") */
     P_REQUEST,    /* any request cue */
     P_GENERIC_Q,  /* "anything else I can help with?" */
     P_ASKS_INPUT, /* the assistant asks for something */
@@ -184,7 +185,23 @@ static const char *const patterns[P_N] = {
         "repeat|repeating|apologi[sz]e|apologi[sz]ing|giving|change|"
         "changing|putting|starting|rhyme)\\b|"
         "\\b(?:isn't|is not|wasn't|was not|aren't) \\w+(?: \\w+)?[,;.] "
-        "(?:it's|it is|it was|they're|they are|its)\\b",
+        "(?:it's|it is|it was|they're|they are|its)\\b|"
+        "\\bnot what you (?:said|wrote|told me|claimed|stated)\\b|"
+        "\\b(?:your|the|that|this) (?:arithmetic|math|maths|calculations?|"
+        "numbers?|figures?|facts?|dates?|years?|logic|spelling|grammar|"
+        "translation|sum|total|count|formula|units?|conversion) (?:is|are|"
+        "was|were|seems?|looks?) (?:off|wrong|incorrect|not right|not "
+        "correct|mistaken|inaccurate)\\b|"
+        "\\bcheck (?:the|your) (?:numbers?|math|maths|calculations?|"
+        "facts?|figures?|dates?|spelling|units|sums?|arithmetic)\\b|"
+        "\\b(?:one|some|two|several|most) of (?:those|these|the|your) "
+        "(?:numbers|figures|facts|dates|steps|values|amounts|years) (?:is|"
+        "are|was|were) (?:wrong|incorrect|off|not right)\\b|"
+        "\\bi don'?t think (?:that|the|this|your) (?:number|figure|date|"
+        "year|calculation|math|amount|value|fact|count|total|sum) (?:is|was) "
+        "(?:right|correct|accurate|true)\\b|"
+        "\\bi (?:read|heard|saw|learned|was told) (?:somewhere |online |"
+        "elsewhere )?(?:that )?(?:it's|it is|it was|they are|there are)\\b",
     [P_CORRECT_WEAK] =
         "\\b(?:it|that|this|they|there|the \\w+|each \\w+|every \\w+|you) "
         "(?:should|must|needs? to|has to|have to|is supposed to|are "
@@ -227,9 +244,18 @@ static const char *const patterns[P_N] = {
         "professional|friendly|polite|technical|simple|clear|natural|"
         "creative|engaging|serious|funny|academic|persuasive|descriptive|"
         "details?|examples?|context|emotional|human|in-depth|advanced|"
-        "precise|direct|structured|organized|readable)|"
+        "precise|direct|structured|organized|readable|thorough|"
+        "comprehensive|complete|extensive)|"
         "less (?:formal|informal|technical|wordy|verbose|detailed|complex|"
-        "complicated|repetitive|robotic|generic|long|jargon|words|text)|"
+        "complicated|repetitive|robotic|generic|long|jargon|words|text|"
+        "details?|info|information)|"
+        "no (?:slang|jargon|emojis?|bullet points|lists|markdown|fluff|"
+        "filler|small talk|technical terms|exclamation marks|hashtags)|"
+        "give me more (?:facts|details|examples|information|info|points|"
+        "options|ideas)|more than one (?:fact|example|sentence|idea|option)|"
+        "(?:one|a|two|three|\\d+) (?:line|sentence|paragraph|word)s? (?:is|"
+        "are|would be) (?:enough|fine|plenty)|"
+        "(?:a lot of|too much) text|the short(?:er)? version|"
         "too (?:long|short|wordy|verbose|formal|informal|casual|technical|"
         "complicated|complex|vague|generic|simple|basic|robotic|repetitive|"
         "much|little|many|few|detailed|general|broad|advanced|long-winded)|"
@@ -263,6 +289,28 @@ static const char *const patterns[P_N] = {
         "with(?:out)? (?:examples?|code|comments|sources|references|"
         "citations|emojis?|hashtags|headings|bullet points|numbers|"
         "explanations?|details)|"
+        "use (?:a |an )?(?:bullet points|bullets|bulleted list|numbered "
+        "list|list|table|headings|headers|markdown|paragraphs|simpler "
+        "words|simple words|plain language|simple language|plain english|"
+        "everyday (?:words|language|terms))|"
+        "break (?:it|this|that|them) (?:down|up)|"
+        "at an? (?:more |less |much more )?(?:expert|technical|basic|simple|"
+        "simpler|higher|lower|beginner|advanced|deeper|professional) level|"
+        "(?:bullet points|bullets|a list|a table|numbered steps|a summary) "
+        "(?:would|might|could) be (?:easier|better|clearer|nicer|more "
+        "readable|more helpful)|"
+        "just (?:give me )?the (?:main|key) (?:points?|ideas?|facts?)|"
+        "just the (?:gist|answer|facts|basics|short version|summary)|"
+        "skip (?:the|all the) (?:simplifications?|basics|intro|introduction|"
+        "preamble|fluff|small talk|pleasantries|background|disclaimers?|"
+        "caveats)|"
+        "keep it (?:short|brief|simple|professional|formal|casual|concise|"
+        "clean|polite|technical|friendly|light|serious|neutral)|"
+        "(?:use|with|without|skip|drop)(?: all)?(?: the)? (?:technical "
+        "(?:terms|language|details|vocabulary)|jargon|proper terminology)|"
+        "dumbed[- ]down|dumb (?:it|this|that) down|"
+        "i (?:want|need|wanted) (?:the )?(?:technical|specific|full|exact) "
+        "(?:details|terms|explanation|numbers)|"
         "elaborate|expand on|go deeper|in more (?:detail|depth)|"
         "more in depth|in detail|explain (?:more|further|better|"
         "it (?:better|again|more|differently|simply|in))|"
@@ -305,7 +353,12 @@ static const char *const patterns[P_N] = {
         "summari[sz]e|explain|describe|what|who|whom|whose|when|where|why|"
         "how|which|is there|are there|do you|does|did|should|i want|"
         "i need|i would like|i'd like|help me|show me|find|calculate|"
-        "solve|compare|define|recommend|imagine|pretend|act as|let's)\\b",
+        "solve|compare|define|recommend|imagine|pretend|act as|let's|"
+        "teach me|i'?m curious about|i (?:want|would like|'d like) to "
+        "(?:know|learn) (?:about|more about)|"
+        "i have (?:a|another|one more) (?:\\w+ )?question|(?:a |another |one "
+        "more )?(?:quick|new|different|unrelated) question|on another "
+        "note|change of (?:topic|subject))\\b",
     [P_POSITIVE] =
         "^(?:(?:ok(?:ay)?|oh|wow|yes|yay|yeah|ah|great|nice|cool|perfect|"
         "awesome|amazing|excellent|good|very good|brilliant|wonderful|"
@@ -333,6 +386,11 @@ static const char *const patterns[P_N] = {
         "um+|interesting|noted|understood|fine|sure|yes+|yeah|yep|yup|"
         "hi+|hello|hey|hey there|good morning|good evening|bye|goodbye|"
         "see you|test|testing|\\?+|\\.+|!+)[.!?]*$",
+    [P_DEFER] =
+        "^(?:(?:ok(?:ay)?|alright|hmm+|thanks?|thank you)[,.!]? )?"
+        "(?:i(?:'ll| will) (?:think about it|consider it|try (?:it|that))|"
+        "let me think(?: about it)?|i(?:'ll| will) get back to you|brb|"
+        "be right back|one (?:sec|second|moment)|hold on|hmm+)[.!]*$",
     [P_REQUEST] =
         "\\?|\\b(?:write|create|make|generate|give|tell|draft|compose|list|"
         "name|suggest|design|build|plan|translate|summari[sz]e|explain|"
@@ -346,11 +404,16 @@ static const char *const patterns[P_N] = {
         "assistance|information)|(?:further|additional|other) (?:questions|"
         "assistance|help)|how (?:else )?(?:can|may) i (?:help|assist)|"
         "is there (?:something|anything)|help you with (?:today|anything)|"
-        "what can i do for you|feel free to ask",
+        "what can i do for you|feel free to ask|"
+        /* rhetorical tags: "Pretty cool, right?" */
+        ",\\s*(?:right|huh|eh|isn't it|no)\\W*$|"
+        "^\\W*(?:(?:pretty|quite|really|so) )?(?:cool|neat|interesting|"
+        "amazing|fun|fascinating|wild|crazy|incredible|surprising)\\W*$",
     [P_ASKS_INPUT] =
         "\\b(?:please|could you|can you|would you|kindly) (?:please )?"
         "(?:provide|share|give me|tell me|specify|clarify|paste|send|upload|"
-        "describe|let me know|confirm|explain what|elaborate on what|"
+        "describe|let me know (?:which|what|whether|your|the|how|when|"
+        "where|who)|confirm|explain what|elaborate on what|"
         "be more specific)|\\bi (?:need|would need|'d need|require) (?:more|"
         "some|additional|further|the) (?:information|context|details|"
         "input|text|code)|\\bcould you be more specific|"
@@ -673,7 +736,105 @@ static bool asks_input(struct rlhi_feedback_detector *d, size_t an,
     return *memo;
 }
 
+/* Edit distance of a[0..na) and b[0..nb) with adjacent transpositions
+ * (optimal string alignment), or max + 1 once it must exceed max. Short
+ * strings only (32 bytes). */
+static int edit_distance(const char *a, size_t na, const char *b, size_t nb,
+                         int max)
+{
+    int row[3][33];
+
+    if (na > 32 || nb > 32)
+        return max + 1;
+    if ((na > nb ? na - nb : nb - na) > (size_t)max)
+        return max + 1;
+    for (size_t j = 0; j <= nb; j++)
+        row[0][j] = (int)j;
+    for (size_t i = 1; i <= na; i++) {
+        int *cur = row[i % 3], *prev = row[(i + 2) % 3];
+        int *pp = row[(i + 1) % 3], best = max + 1;
+
+        cur[0] = (int)i;
+        for (size_t j = 1; j <= nb; j++) {
+            int c = prev[j - 1] + (a[i - 1] != b[j - 1]);
+
+            if (prev[j] + 1 < c)
+                c = prev[j] + 1;
+            if (cur[j - 1] + 1 < c)
+                c = cur[j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] &&
+                a[i - 2] == b[j - 1] && pp[j - 2] + 1 < c)
+                c = pp[j - 2] + 1;
+            cur[j] = c;
+            best = c < best ? c : best;
+        }
+        if (best > max)
+            return max + 1;
+    }
+    return row[na % 3][nb];
+}
+
+/* A short turn that is one of the usual ways to ask to go on, mistyped:
+ * at most one edit (two for phrases of 9 or more letters), after an
+ * optional "please" and without end punctuation. Phrases under 6 letters
+ * are left out: too many words lie one edit from "more" or "go on". */
+static bool typo_continue(const char *t, size_t n)
+{
+    static const char *const go[] = {
+        "continue", "keep going", "tell me more", "what else",
+        "more please", "carry on", "go ahead", "keep writing",
+        "continue please",
+    };
+
+    if (!strncmp(t, "please ", 7)) {
+        t += 7;
+        n -= 7;
+    }
+    while (n && strchr(".!?", t[n - 1]))
+        n--;
+    if (n < 6 || n > 20)
+        return false;
+    for (size_t i = 0; i < sizeof go / sizeof go[0]; i++) {
+        size_t len = strlen(go[i]);
+        int max = len >= 9 ? 2 : 1;
+
+        if (edit_distance(t, n, go[i], len, max) <= max)
+            return true;
+    }
+    return false;
+}
+
+/* Does any of the turn's content words wt[0..nt) occur in the answer
+ * (its normalised head and tail in d->answer)? */
+static bool shares_words(struct rlhi_feedback_detector *d,
+                         const uint64_t *wt, int nt)
+{
+    uint64_t wa[MAX_WORDS];
+    int na = words(d->answer.buf, d->answer.len, wa);
+
+    for (int i = 0; i < nt; i++)
+        for (int j = 0; j < na; j++)
+            if (wt[i] == wa[j])
+                return true;
+    return false;
+}
+
 /* ---- the rules --------------------------------------------------------- */
+
+/* Is the (normalised) turn a question opening with a question word that
+ * the (normalised) request does not open with? */
+static bool new_question(const char *t, size_t n, const char *req)
+{
+    static const char *const wh[] = {"what ", "why ", "how ", "when ",
+                                     "where ", "which ", "who ", "whose "};
+
+    if (!n || t[n - 1] != '?')
+        return false;
+    for (size_t i = 0; i < sizeof wh / sizeof wh[0]; i++)
+        if (!strncmp(t, wh[i], strlen(wh[i])))
+            return strncmp(req, wh[i], strlen(wh[i])) != 0;
+    return false;
+}
 
 static void set(struct rlhi_fb_result *r, int label, const char *rule)
 {
@@ -735,8 +896,8 @@ int rlhi_feedback_classify(struct rlhi_feedback_detector *d,
         return 0;
     }
 
-    /* 2. go on */
-    if (match(d, P_CONTINUE, t, n)) {
+    /* 2. go on (also mistyped: "cotninue", "keep goign") */
+    if (match(d, P_CONTINUE, t, n) || typo_continue(t, n)) {
         set(r, RLHI_FB_CONTINUE, "continue");
         return 0;
     }
@@ -812,8 +973,11 @@ int rlhi_feedback_classify(struct rlhi_feedback_detector *d,
         return 0;
     }
 
-    /* 7. answering the assistant's question */
-    if (asks_input(d, an, &asks) && !match(d, P_POSITIVE, t, n)) {
+    /* 7. answering the assistant's question; not "let me think", and not
+     * a new task that shares no content word with the answer */
+    if (asks_input(d, an, &asks) && !match(d, P_POSITIVE, t, n) &&
+        !match(d, P_DEFER, t, n) &&
+        !(new_head && nwords >= 2 && !shares_words(d, wt, nt))) {
         set(r, RLHI_FB_CLARIFICATION, "answers-question");
         return 0;
     }
@@ -825,12 +989,16 @@ int rlhi_feedback_classify(struct rlhi_feedback_detector *d,
         return 0;
     }
 
-    /* 9. re-asks */
+    /* 9. re-asks; but a question about the same subject with another
+     * question word ("What is X?" -> "How was X found?") asks something
+     * new */
     if (nr >= 2 && nt >= 2 && cover_r >= 0.8) {
         if (cover_t >= 0.8)
             set(r, RLHI_FB_REATTEMPT_NO_GUIDANCE, "re-ask");
-        else
+        else if (!new_question(t, n, d->req.buf))
             set(r, RLHI_FB_REATTEMPT_FEEDBACK, "re-ask+more");
+        else
+            set(r, RLHI_FB_NEW_REQUEST, "new-question");
         return 0;
     }
 
@@ -869,7 +1037,7 @@ int rlhi_feedback_classify(struct rlhi_feedback_detector *d,
     }
 
     /* 11-13. */
-    if (match(d, P_ACK, t, n))
+    if (match(d, P_ACK, t, n) || match(d, P_DEFER, t, n))
         set(r, RLHI_FB_OTHER, "acknowledgement");
     else if (nwords >= 4 || match(d, P_REQUEST, t, n))
         set(r, RLHI_FB_NEW_REQUEST, "request");
