@@ -10,11 +10,14 @@
  *
  *   1. empty, or only punctuation/emoji              -> other
  *   2. the whole turn asks to go on ("continue",
- *      "more"); or says the answer was cut off        -> continue
+ *      "more", also mistyped: "cotninue"); or says
+ *      the answer was cut off                         -> continue
  *   3. a pasted error or traceback, when the answer
  *      held code or the turn refers back              -> reattempt_feedback
  *   4. a correction ("I meant", "you forgot",
- *      "instead", "not X but Y", "don't use");
+ *      "instead", "not X but Y", "don't use"; or
+ *      naming what is wrong: "your arithmetic is off",
+ *      "check the numbers", "not what you said");
  *      or a short change request that is no question
  *      ("add comments", "it should be 8")             -> reattempt_feedback
  *   5. the assistant asked a question and the turn
@@ -25,17 +28,25 @@
  *      else                                           -> reattempt_no_guidance
  *   6b. a comparative ("shorter", "more formal",
  *      "a bit too X") in a turn of 30 words or less   -> reattempt_feedback
- *   7. the assistant asked a question or for input   -> clarification
+ *   7. the assistant asked a real question or for
+ *      input (not a closing like "let me know if you
+ *      need more" or a rhetorical "pretty cool,
+ *      right?"), unless the turn puts it off ("let me
+ *      think") or opens a task on a subject the
+ *      answer never mentions                          -> clarification
  *   8. a style cue ("in a table", "in 100 words")
  *      that refers back (not a fresh "write a ..."
  *      task on another subject)                       -> reattempt_feedback
  *   9. a re-ask: the turn repeats the previous
  *      request's content words; adding words          -> reattempt_feedback
  *      repeating only                                 -> reattempt_no_guidance
+ *      a question with another question word ("What
+ *      is X?" -> "How was X measured?")               -> new_request
  *  10. thanks or praise: followed by "but ..."        -> reattempt_*
  *      followed by a request                          -> new_request
  *      else                                           -> positive
- *  11. a bare acknowledgement or greeting ("ok")      -> other
+ *  11. a bare acknowledgement, greeting or deferral
+ *      ("ok", "let me think")                         -> other
  *  12. anything with a request cue, a question mark,
  *      or four or more words                          -> new_request
  *  13. the rest                                       -> other
@@ -49,8 +60,12 @@
  * reattempt_feedback only.
  *
  * The rules and cases (tests/cases/feedback.test) were written from how
- * people write to chat assistants and from OpenAssistant conversations;
- * the WildChat held-out sample was only measured, never read.
+ * people write to chat assistants, from OpenAssistant conversations, and
+ * from the errors left on simulated worlds (rlhi eval sim --store: label
+ * accuracy 72% -> 94% with the closings, named errors, style cues,
+ * deferrals and typos of the last round); the WildChat held-out sample was
+ * only measured, never read (feedback share 23.4% before that round, 23.3%
+ * after; the paper reports ~26.5%).
  */
 #include "rlhi/pipeline.h"
 
