@@ -411,7 +411,8 @@ int rlhi__ask_json_many(struct rlhi_ask *ask,
     char **texts = rlhi_calloc(2 * n + 1, sizeof *texts);
     struct rlhi_chat_msg **retry = rlhi_calloc(n + 1, sizeof *retry);
     const struct rlhi_chat_msg **rm = rlhi_calloc(n + 1, sizeof *rm);
-    size_t *rc_n = rlhi_calloc(n + 1, sizeof *rc_n), *who;
+    /* who[k]: the request of retry k; cnt[k]: its message count */
+    size_t *who = rlhi_calloc(2 * n + 1, sizeof *who), *cnt = who + n;
     char **again;
     size_t nr = 0;
     int rc = 0;
@@ -421,12 +422,11 @@ int rlhi__ask_json_many(struct rlhi_ask *ask,
         rcs[i] = 0;
         errs[i] = NULL;
     }
-    if (!texts || !retry || !rm || !rc_n) {
+    if (!texts || !retry || !rm || !who) {
         rc = rlhi_err(RLHI_ENOMEM, "cannot ask for %zu verdicts", n);
         goto out;
     }
     again = texts + n;
-    who = rc_n; /* reused: index of each retried request */
     if ((rc = ask_batch(ask, msgs, counts, n, 0, texts)))
         goto out;
     for (size_t i = 0; i < n; i++) {
@@ -453,20 +453,11 @@ int rlhi__ask_json_many(struct rlhi_ask *ask,
             "That reply was not a valid verdict. Reply with the JSON "
             "object only, exactly in the format asked for.";
         rm[nr] = retry[nr];
+        cnt[nr] = counts[i] + 2;
         who[nr++] = i;
     }
     if (nr) {
-        size_t *cnt = rlhi_calloc(nr, sizeof *cnt);
-
-        if (!cnt) {
-            rc = rlhi_err(RLHI_ENOMEM, "cannot retry a verdict");
-            goto out;
-        }
-        for (size_t k = 0; k < nr; k++)
-            cnt[k] = counts[who[k]] + 2;
-        rc = ask_batch(ask, rm, cnt, nr, 1, again);
-        rlhi_free(cnt);
-        if (rc)
+        if ((rc = ask_batch(ask, rm, cnt, nr, 1, again)))
             goto out;
         for (size_t k = 0; k < nr; k++) {
             size_t i = who[k];
@@ -500,7 +491,7 @@ out:
     rlhi_free(texts);
     rlhi_free(retry);
     rlhi_free(rm);
-    rlhi_free(rc_n);
+    rlhi_free(who);
     return rc;
 }
 
