@@ -859,6 +859,7 @@ int rlhi_pairs_rewrite(struct rlhi_store *s, struct rlhi_llm *gen,
     size_t nrefs = 0, next = 0;
     int64_t run = 0, cap = rlhi__pairs_cap(o);
     uint64_t batch_failed = 0; /* stats->failed before this batch */
+    uint64_t refused = 0;      /* failures with HTTP 400 */
     double t0 = rlhi_time_now();
     int rc;
 
@@ -942,6 +943,7 @@ int rlhi_pairs_rewrite(struct rlhi_store *s, struct rlhi_llm *gen,
 
             if (res[i].status < 0 || res[i].n_texts < 1) {
                 stats->failed++;
+                refused += res[i].http_status == 400;
                 if (!first_code) {
                     first_code = res[i].status < 0 ? res[i].status : RLHI_ENET;
                     first_err = rlhi_strdup(res[i].error ? res[i].error
@@ -1023,10 +1025,14 @@ out_run:
         rc = rlhi__pairs_run_finish(s, run, "turns", stats);
     if (!rc && first_code)
         rc = rlhi_err(first_code, "%llu of %llu model requests failed; the "
-                      "first: %s", (unsigned long long)stats->failed,
+                      "first: %s%s", (unsigned long long)stats->failed,
                       (unsigned long long)(stats->failed + stats->made +
                                            stats->skipped),
-                      first_err ? first_err : "?");
+                      first_err ? first_err : "?",
+                      refused ? "\nhint: the model refused requests (HTTP "
+                                "400), most often as longer than its "
+                                "context; --max_prompt_chars N makes the "
+                                "prompts shorter" : "");
 out:
     stats->seconds = rlhi_time_now() - t0;
     rlhi_free(first_err);
