@@ -40,6 +40,19 @@ int main(void)
         CHECK_OK(rlhi_reward_score(rm, seqs + 1, lens + 1, 1, &r1));
         CHECK_NEAR(r2[1], r1, 1e-6, 1e-5);
         CHECK(r2[0] != r2[1]);
+        /* the inference pass equals the training engine's forward */
+        {
+            struct rlhi_train *t = NULL;
+            struct rlhi_batch b = {1, 5, s1, NULL, NULL};
+            double ref = 0;
+
+            CHECK_OK(rlhi_train_new(&t, rm->m, 1, 5));
+            CHECK_OK(t ? rlhi_train_forward(t, &b) : RLHI_ENOMEM);
+            for (int j = 0; t && j < rm->m->cfg.dim; j++)
+                ref += (double)t->out[4 * rm->m->cfg.dim + j] * rm->score[j];
+            CHECK_NEAR(r2[0], ref, 1e-6, 1e-5);
+            rlhi_train_free(t);
+        }
         lens[0] = 65;
         CHECK(rlhi_reward_score(rm, seqs, lens, 1, &r1) == RLHI_EINVAL);
     }

@@ -183,6 +183,12 @@ int rlhi_infer_copy(struct rlhi_infer *dst, const struct rlhi_infer *src);
 int rlhi_infer_forward(struct rlhi_infer *s, const int32_t *tokens, int n,
                        float *logits, bool all_logits);
 
+/* As rlhi_infer_forward, but writes the last token's final hidden state
+ * (C), after the final norm (what the output head or a reward model's
+ * score head reads), instead of logits. */
+int rlhi_infer_forward_hidden(struct rlhi_infer *s, const int32_t *tokens,
+                              int n, float *hidden);
+
 /* One decoding step for `nseq` distinct states of the same model: token
  * tokens[i] runs at the next position of seqs[i], and its (V) logits go to
  * row i of `logits` (nseq, V). All sequences share each pass over the

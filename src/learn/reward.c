@@ -207,10 +207,10 @@ static int rows_forward(struct rlhi_train *t, const float *w,
 int rlhi_reward_score(struct rlhi_reward *rm, const int32_t *const *seqs,
                       const int *lens, int n, double *out)
 {
-    struct rlhi_train *t = NULL;
-    struct rows rw = {0};
-    double rr[8];
-    int T = 1, B = n < 8 ? n : 8, r = 0;
+    const int C = rm->m->cfg.dim;
+    struct rlhi_infer *st = NULL;
+    float *h = NULL;
+    int T = 1, r = 0;
 
     if (n <= 0)
         return 0;
@@ -221,34 +221,23 @@ int rlhi_reward_score(struct rlhi_reward *rm, const int32_t *const *seqs,
                             rm->m->cfg.max_seq_len);
         T = lens[i] > T ? lens[i] : T;
     }
-    rw.tok = rlhi_malloc((size_t)B * T * sizeof *rw.tok);
-    rw.last = rlhi_malloc((size_t)B * sizeof *rw.last);
-    if (!rw.tok || !rw.last) {
-        r = rlhi_err(RLHI_ENOMEM, "cannot allocate reward batches");
-        goto out;
-    }
-    r = rlhi_train_new(&t, rm->m, B, T);
-    for (int i0 = 0; i0 < n && !r; i0 += B) {
-        int k = n - i0 < B ? n - i0 : B, Tb = 1;
+    /* The inference forward pass (no activations kept for a backward
+     * pass): one state as long as the longest sequence, reset for each. */
+    if (!(h = rlhi_malloc((size_t)C * sizeof *h)))
+        return rlhi_err(RLHI_ENOMEM, "cannot score sequences");
+    r = rlhi_infer_new(&st, rm->m, T);
+    for (int i = 0; i < n && !r; i++) {
+        double sc = 0;
 
-        for (int i = 0; i < k; i++)
-            Tb = lens[i0 + i] > Tb ? lens[i0 + i] : Tb;
-        rw.B = k;
-        rw.T = Tb;
-        memset(rw.tok, 0, (size_t)k * Tb * sizeof *rw.tok);
-        for (int i = 0; i < k; i++) {
-            memcpy(rw.tok + (size_t)i * Tb, seqs[i0 + i],
-                   (size_t)lens[i0 + i] * sizeof *rw.tok);
-            rw.last[i] = lens[i0 + i] - 1;
-        }
-        r = rows_forward(t, rm->score, &rw, rr);
-        for (int i = 0; i < k && !r; i++)
-            out[i0 + i] = rr[i];
+        rlhi_infer_truncate(st, 0);
+        if ((r = rlhi_infer_forward_hidden(st, seqs[i], lens[i], h)))
+            break;
+        for (int j = 0; j < C; j++)
+            sc += (double)h[j] * rm->score[j];
+        out[i] = sc;
     }
-out:
-    rlhi_train_free(t);
-    rlhi_free(rw.tok);
-    rlhi_free(rw.last);
+    rlhi_infer_free(st);
+    rlhi_free(h);
     return r;
 }
 

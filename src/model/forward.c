@@ -508,6 +508,18 @@ int rlhi_infer_forward(struct rlhi_infer *s, const int32_t *tokens, int n,
     return err;
 }
 
+int rlhi_infer_forward_hidden(struct rlhi_infer *s, const int32_t *tokens,
+                              int n, float *hidden)
+{
+    int err = rlhi_infer_forward(s, tokens, n, NULL, false);
+
+    /* forward_rows leaves the rows' residual stream in the scratch */
+    if (!err)
+        rmsnorm(hidden, s->x + (size_t)(n - 1) * s->m->cfg.dim,
+                s->m->w.final_norm, s->m->cfg.dim, s->m->cfg.norm_eps);
+    return err;
+}
+
 int rlhi_infer_forward_batch(struct rlhi_infer **seqs, int nseq,
                              const int32_t *tokens, float *logits)
 {
