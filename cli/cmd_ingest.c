@@ -47,7 +47,9 @@ int cmd_ingest(int argc, char **argv)
     const struct cli_opt opts[] = {
         {"db", CLI_STR, &db, "the store (created if absent)"},
         {"language", CLI_STR, &o.language,
-         "keep only these languages, comma-separated (e.g. English)"},
+         "keep only these languages, comma-separated (e.g. English); "
+         "records without a language field pass as English when their "
+         "text looks English"},
         {"drop_toxic", CLI_BOOL, &o.drop_toxic,
          "drop conversations flagged toxic"},
         {"drop_redacted", CLI_BOOL, &o.drop_redacted,
@@ -95,6 +97,12 @@ int cmd_ingest(int argc, char **argv)
             (unsigned long long)st.duplicates,
             (unsigned long long)st.filtered,
             (unsigned long long)st.malformed);
+    if (st.filtered)
+        fprintf(stderr, " (language %llu, toxic %llu, redacted %llu, turns "
+                "%llu)", (unsigned long long)st.filtered_language,
+                (unsigned long long)st.filtered_toxic,
+                (unsigned long long)st.filtered_redacted,
+                (unsigned long long)st.filtered_turns);
     if (st.pruned_users)
         fprintf(stderr, "; pruned %llu users with %llu conversations",
                 (unsigned long long)st.pruned_users,

@@ -23,7 +23,9 @@
 
 struct rlhi_ingest_opts {
     /* Keep only these languages: comma-separated, compared without case
-     * with the record's `language` ("English,French"). NULL keeps all. */
+     * with the record's `language` ("English,French"). A record without
+     * one passes as English when its users' text looks English (common
+     * English words, mostly ASCII), else it is dropped. NULL keeps all. */
     const char *language;
     bool drop_toxic;    /* drop conversations flagged toxic */
     bool drop_redacted; /* drop conversations WildChat marked redacted */

@@ -23,6 +23,7 @@
  */
 #include "rlhi/pipeline.h"
 
+#include <ctype.h>
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
@@ -744,10 +745,97 @@ static bool language_ok(const char *want, const char *lang)
 }
 
 /* 0 keep, else the count it goes to. */
+/* For records that name no language (plain chat and ShareGPT logs): is
+ * the users' text English? At least an eighth of its words are common
+ * English function words, and under a tenth of its letters are outside
+ * ASCII; text of under three words counts when it is plain ASCII. The
+ * first 2000 bytes of user messages are read. Only the --language filter
+ * uses the guess; conversations.language stays as given (NULL). */
+static bool guess_english(const struct conv *c)
+{
+    /* English function words that are not also common words of the
+     * other big Latin-script languages ("a", "in", "no", "me", "on", "so",
+     * "an", "as", "do" are) */
+    static const char *const fw[] = {
+        "the", "and", "or", "but", "of", "to", "at", "for", "with", "is",
+        "are", "was", "were", "be", "it", "this", "that", "i", "you", "he",
+        "she", "we", "they", "my", "your", "what", "how", "why", "can",
+        "could", "would", "should", "does", "please", "not", "yes",
+        "about", "from", "if", "have", "has", "will", "there", "which",
+        "who", "when", "write", "give", "make", "tell", "create", "explain",
+        "help", "need", "want", "know", "like", "some", "any", "than",
+    };
+    size_t words = 0, hits = 0, letters = 0, foreign = 0, seen = 0;
+
+    for (size_t i = 0; i < c->n && seen < 2000; i++) {
+        const char *t = c->m[i].content;
+        size_t n = c->m[i].content_len, k = 0;
+
+        if (strcmp(c->m[i].role, "user"))
+            continue;
+        if (n > 2000 - seen)
+            n = 2000 - seen;
+        seen += n;
+        while (k < n) {
+            char w[16];
+            size_t wl = 0;
+
+            /* code between ``` fences says nothing of the language */
+            if (n - k >= 3 && !memcmp(t + k, "```", 3)) {
+                const char *e = memmem(t + k + 3, n - k - 3, "```", 3);
+
+                k = e ? (size_t)(e - t) + 3 : n;
+                continue;
+            }
+
+            while (k < n && !isalpha((unsigned char)t[k]) &&
+                   !((unsigned char)t[k] & 0x80) && t[k] != '`')
+                k++;
+            if (k < n && t[k] == '`') {
+                if (n - k >= 3 && !memcmp(t + k, "```", 3))
+                    continue;
+                k++;
+                continue;
+            }
+            while (k < n && (isalpha((unsigned char)t[k]) ||
+                             ((unsigned char)t[k] & 0x80))) {
+                unsigned char ch = (unsigned char)t[k++];
+
+                letters++;
+                if (ch & 0x80) {
+                    /* count characters, not UTF-8 continuation bytes */
+                    foreign += (ch & 0xc0) != 0x80;
+                    wl = sizeof w; /* not an ASCII word */
+                } else if (wl < sizeof w - 1) {
+                    w[wl++] = (char)tolower(ch);
+                }
+            }
+            if (!wl)
+                continue;
+            words++;
+            if (wl < sizeof w) {
+                w[wl] = 0;
+                for (size_t f = 0; f < sizeof fw / sizeof fw[0]; f++)
+                    if (!strcmp(w, fw[f])) {
+                        hits++;
+                        break;
+                    }
+            }
+        }
+    }
+    if (foreign * 10 >= letters && letters)
+        return false;
+    return words < 3 || hits * 8 >= words;
+}
+
 static int filtered(const struct rlhi_ingest_opts *o, const struct conv *c)
 {
-    if (!language_ok(o->language, c->language))
+    if (o->language && !c->language) {
+        if (!language_ok(o->language, "English") || !guess_english(c))
+            return C_LANG;
+    } else if (!language_ok(o->language, c->language)) {
         return C_LANG;
+    }
     if (o->drop_toxic && c->toxic)
         return C_TOXIC;
     if (o->drop_redacted && c->redacted)
