@@ -22,6 +22,8 @@ int cmd_demo(int argc, char **argv)
             {"full", CLI_BOOL, &o.full,
              "the larger run (200 users, longer training)"},
             {"users", CLI_INT, &o.users, "simulated users (60; --full 200)"},
+            {"heldout", CLI_INT, &o.heldout,
+             "held-out requests per user for the evaluation (6)"},
             {"base_steps", CLI_I64, &o.base_steps,
              "SFT steps of the base model (240; --full 1200)"},
             {"epochs", CLI_INT, &o.train_epochs,
@@ -42,8 +44,9 @@ int cmd_demo(int argc, char **argv)
         if (r)
             return r < 0 ? EXIT_OK : r;
     }
-    if (seed < 0 || o.users < 0) {
-        fprintf(stderr, "rlhi: error: --seed and --users must be >= 0\n");
+    if (seed < 0 || o.users < 0 || o.heldout < 0) {
+        fprintf(stderr, "rlhi: error: --seed, --users and --heldout must "
+                        "be >= 0\n");
         return EXIT_USAGE;
     }
     o.seed = (uint64_t)seed;

@@ -94,6 +94,7 @@ struct rlhi_demo_opts {
     bool full;            /* the larger run */
     /* 0: the size --full or the quick default chooses. */
     int users;
+    int heldout;          /* held-out requests per user (6; tiny 2) */
     int64_t base_steps;
     int train_epochs;
     /* Miniature run for the tests: tiny model and world. */

@@ -32,6 +32,11 @@
 #ifndef RLHI_SIM_H
 #define RLHI_SIM_H
 
+/* Bumped whenever the same seed makes a different world (users' reactions,
+ * answers, labels), so that caches of worlds (rlhi demo) are remade.
+ * 2: a rhetorical tag ("Pretty cool, right?") is not a question. */
+#define RLHI_SIM_VERSION 2
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -144,6 +144,7 @@ static int stage_world(struct run *R)
 
     rlhi_sim_config_default(&c);
     c.n_users = R->o->users;
+    c.heldout_per_user = R->o->heldout;
     c.seed = R->o->seed;
     c.model_name = "rlhi-demo-base";
     R->world_dir = wpath(R, "world");
@@ -155,9 +156,10 @@ static int stage_world(struct run *R)
         rlhi_free(mark);
         return rlhi_err(RLHI_ENOMEM, "cannot build a path");
     }
-    snprintf(key, sizeof key, "base=%s users=%d seed=%llu max_tokens=%d",
-             R->base_dir, c.n_users, (unsigned long long)c.seed,
-             R->max_tokens);
+    snprintf(key, sizeof key, "base=%s users=%d heldout=%d seed=%llu "
+             "max_tokens=%d sim=%d", R->base_dir, c.n_users,
+             c.heldout_per_user, (unsigned long long)c.seed, R->max_tokens,
+             RLHI_SIM_VERSION);
     if (!rlhi_file_read(mark, &old, &len) && !strcmp(old, key)) {
         rlhi_info("world: on-policy logs cached in '%s'", R->world_dir);
         rlhi_free(old);
@@ -1032,6 +1034,11 @@ int rlhi_demo_run(const struct rlhi_demo_opts *o, struct rlhi_demo_result *res)
     R.sft_lr = 3e-4;
     if (!oo.users)
         oo.users = 60;
+    /* 6 held-out requests per user: 360 in the quick run, so that a win
+     * rate's 95% interval is about +-4.5 points (2 per user gave +-7.5,
+     * too wide to order the variants); answering them is cheap. */
+    if (!oo.heldout)
+        oo.heldout = o->tiny ? 2 : 6;
     if (o->full) {
         bo.conversations = 20000;
         bo.sft_steps = 1200;

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "sim_internal.h"
 
@@ -230,6 +231,22 @@ static void set(struct rlhi_sim_reaction *x, int label, bool dis, bool act)
     x->target = -1;
 }
 
+/* Does the answer (n bytes) end with a rhetorical tag ("Pretty cool,
+ * right?") rather than a question the user could answer? */
+static bool rhetorical(const char *answer, size_t n)
+{
+    static const char *const tag[] = {", right?", ", huh?", ", isn't it?",
+                                      ", no?", ", eh?"};
+
+    for (size_t i = 0; i < sizeof tag / sizeof tag[0]; i++) {
+        size_t k = strlen(tag[i]);
+
+        if (n >= k && !strncasecmp(answer + n - k, tag[i], k))
+            return true;
+    }
+    return false;
+}
+
 int rlhi__react(const struct rlhi_sim_persona *p,
                 const struct rlhi_sim_behaviour *b, double propensity,
                 const struct rlhi_sim_request *q, const char *answer,
@@ -252,7 +269,7 @@ int rlhi__react(const struct rlhi_sim_persona *p,
     while (n && isspace((unsigned char)answer[n - 1]))
         n--;
     asked = !after_pleasantry && n && answer[n - 1] == '?' &&
-            v.correct == RLHI_SIM_ABSENT;
+            v.correct == RLHI_SIM_ABSENT && !rhetorical(answer, n);
 
     /* A question from the assistant gets an answer that clarifies. */
     if (asked) {
