@@ -427,39 +427,38 @@ int rlhi_store_meta_get(struct rlhi_store *s, const char *key, char **value)
                     value);
 }
 
-int rlhi_store_mark_set(struct rlhi_store *s, const char *stage,
-                        const char *key, const char *value)
+/* Runs the statement `sql` with up to three text parameters (NULL ends
+ * the list); `what` names it in an error. 0 or RLHI_EDB. */
+static int run_text(struct rlhi_store *s, const char *sql, const char *what,
+                    const char *a, const char *b, const char *c)
 {
+    const char *p[3] = {a, b, c};
     sqlite3_stmt *st;
-    int rc = rlhi_store_prepare(s, &st, "INSERT OR REPLACE INTO progress"
-                                "(stage, key, value) VALUES (?, ?, ?)");
+    int rc = rlhi_store_prepare(s, &st, sql);
 
     if (rc)
         return rc;
-    sqlite3_bind_text(st, 1, stage, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, value, -1, SQLITE_STATIC);
+    for (int i = 0; i < 3 && p[i]; i++)
+        sqlite3_bind_text(st, i + 1, p[i], -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE)
-        rc = rlhi_store_err(s, "cannot write a resume marker");
+        rc = rlhi_store_err(s, what);
     sqlite3_finalize(st);
     return rc;
+}
+
+int rlhi_store_mark_set(struct rlhi_store *s, const char *stage,
+                        const char *key, const char *value)
+{
+    return run_text(s, "INSERT OR REPLACE INTO progress(stage, key, value) "
+                    "VALUES (?, ?, ?)", "cannot write a resume marker",
+                    stage, key, value);
 }
 
 int rlhi_store_mark_del(struct rlhi_store *s, const char *stage,
                         const char *key)
 {
-    sqlite3_stmt *st;
-    int rc = rlhi_store_prepare(s, &st, "DELETE FROM progress WHERE "
-                                "stage = ? AND key = ?");
-
-    if (rc)
-        return rc;
-    sqlite3_bind_text(st, 1, stage, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        rc = rlhi_store_err(s, "cannot delete a resume marker");
-    sqlite3_finalize(st);
-    return rc;
+    return run_text(s, "DELETE FROM progress WHERE stage = ? AND key = ?",
+                    "cannot delete a resume marker", stage, key, NULL);
 }
 
 int64_t rlhi_store_count(struct rlhi_store *s, const char *table)
