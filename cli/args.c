@@ -265,11 +265,16 @@ int cli_load_tokenizer(const char *path, struct rlhi_tokenizer **tok,
     return 0;
 }
 
-int cli_open_store(const char *db, struct rlhi_store **s)
+int cli_open_store(const char *db, const char *cmd, struct rlhi_store **s)
 {
     int rc;
 
     *s = NULL;
+    if (!db) {
+        fprintf(stderr, "rlhi: error: --db is required\nhint: see 'rlhi %s "
+                        "--help'\n", cmd);
+        return EXIT_USAGE;
+    }
     if (!rlhi_path_exists(db)) {
         fprintf(stderr, "rlhi: error: no store '%s'\nhint: 'rlhi ingest "
                         "LOGS --db %s' makes one\n", db, db);

@@ -72,9 +72,10 @@ int cli_load_tokenizer(const char *path, struct rlhi_tokenizer **tok,
 struct rlhi_store;
 
 /* Opens the existing store `db` (stages other than ingest must not make an
- * empty one from a typo). 0, or an exit status after printing the error
- * (with a hint when there is no such file). */
-int cli_open_store(const char *db, struct rlhi_store **s);
+ * empty one from a typo). 0, or an exit status after printing the error:
+ * --db missing (db NULL; the hint names `cmd`), no such file (with a
+ * hint), not a store. */
+int cli_open_store(const char *db, const char *cmd, struct rlhi_store **s);
 
 /* Installs the stderr log hook ("rlhi: <level>: <message>") and, on a
  * terminal, a progress bar. Called once by main. */

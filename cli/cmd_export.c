@@ -41,12 +41,7 @@ int cmd_export(int argc, char **argv)
                         "personas\nhint: see 'rlhi export --help'\n");
         return EXIT_USAGE;
     }
-    if (!db) {
-        fprintf(stderr, "rlhi: error: --db is required\n"
-                        "hint: see 'rlhi export --help'\n");
-        return EXIT_USAGE;
-    }
-    if ((rc = cli_open_store(db, &s)))
+    if ((rc = cli_open_store(db, "export", &s)))
         return rc;
     if (!strcmp(pos[0], "feedback")) {
         struct rlhi_feedback_stats st;

@@ -52,12 +52,7 @@ int cli_stage_open(int argc, char **argv, const struct cli_opt *opts,
     rc = cli_parse(argc, argv, opts, help, NULL, NULL);
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
-    if (!*db) {
-        fprintf(stderr, "rlhi: error: --db is required\n"
-                        "hint: see 'rlhi %s --help'\n", name);
-        return EXIT_USAGE;
-    }
-    return cli_open_store(*db, s); /* leaves *s NULL on failure */
+    return cli_open_store(*db, name, s); /* leaves *s NULL on failure */
 }
 
 int cmd_feedback(int argc, char **argv)

@@ -190,16 +190,6 @@ int cmd_pairs(int argc, char **argv)
         return EXIT_USAGE;
     }
     cmd = pos[0];
-    if (!p.db) {
-        fprintf(stderr, "rlhi: error: --db is required\n"
-                        "hint: see 'rlhi pairs --help'\n");
-        return EXIT_USAGE;
-    }
-    if (!rlhi_path_exists(p.db)) {
-        fprintf(stderr, "rlhi: error: no store '%s'\nhint: make one with "
-                        "'rlhi ingest LOGS --db %s'\n", p.db, p.db);
-        return EXIT_RUNTIME;
-    }
     if (!strcmp(cmd, "rewrite") && !p.backend) {
         fprintf(stderr, "rlhi: error: rewrite needs --backend local:MODEL "
                         "or a URL\n");
@@ -217,8 +207,8 @@ int cmd_pairs(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    if ((rc = rlhi_store_open(&s, p.db)))
-        return cli_fail(rc, NULL);
+    if ((rc = cli_open_store(p.db, "pairs", &s)))
+        return rc;
 
     if (!strcmp(cmd, "rewrite") || !strcmp(cmd, "rank")) {
         struct rlhi_pairs_opts o = {0};
@@ -327,18 +317,13 @@ int cmd_pairs_export(int argc, char **argv)
     rc = cli_parse(argc, argv, opts, export_usage, NULL, NULL);
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
-    if (!db) {
-        fprintf(stderr, "rlhi: error: --db is required\n"
-                        "hint: see 'rlhi export pairs --help'\n");
-        return EXIT_USAGE;
-    }
     if (source && strcmp(source, "rewrite") && strcmp(source, "rank") &&
         strcmp(source, "regenerate")) {
         fprintf(stderr, "rlhi: error: invalid value '%s' for --source: "
                         "rewrite, regenerate or rank\n", source);
         return EXIT_USAGE;
     }
-    if ((rc = cli_open_store(db, &s)))
+    if ((rc = cli_open_store(db, "export pairs", &s)))
         return rc;
     rc = rlhi_pairs_export(s, source, dropped, stdout, &n);
     rlhi_store_close(s);
@@ -417,11 +402,7 @@ int cmd_llm_stage(int argc, char **argv)
     rc = cli_parse(argc, argv, opts, llm_stage_usage, NULL, NULL);
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
-    if (!p.db) {
-        fprintf(stderr, "rlhi: error: --db is required\n");
-        return EXIT_USAGE;
-    }
-    if ((rc = cli_open_store(p.db, &s)))
+    if ((rc = cli_open_store(p.db, argv[0], &s)))
         return rc;
     if ((rc = open_llm(&p, p.backend, &l))) {
         rlhi_store_close(s);

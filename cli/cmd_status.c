@@ -62,12 +62,7 @@ int cmd_status(int argc, char **argv)
     rc = cli_parse(argc, argv, opts, usage, NULL, NULL);
     if (rc)
         return rc < 0 ? EXIT_OK : rc;
-    if (!db) {
-        fprintf(stderr, "rlhi: error: --db is required\n"
-                        "hint: see 'rlhi status --help'\n");
-        return EXIT_USAGE;
-    }
-    if ((rc = cli_open_store(db, &s)))
+    if ((rc = cli_open_store(db, "status", &s)))
         return rc;
     printf("store %s\n", db);
     rc = rows(s, "contents",
